@@ -1,0 +1,1 @@
+//! authorizer Lambda handler (library part; main.rs only runs it).

@@ -1,0 +1,1 @@
+//! billing-run Lambda handler (library part; main.rs only runs it).

@@ -1,0 +1,1 @@
+//! checkout Lambda handler (library part; main.rs only runs it).

@@ -1,0 +1,1 @@
+//! stripe-webhook Lambda handler (library part; main.rs only runs it).

@@ -1,0 +1,1 @@
+//! usage Lambda handler (library part; main.rs only runs it).

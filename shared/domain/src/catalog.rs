@@ -1,0 +1,259 @@
+//! The catalog: what is sold, as code. One JSON file (`examples/catalog.json`), versioned by
+//! its `version` field, described by `schemas/catalog.schema.json` (generated from these types).
+//!
+//! A product's pricing model is the list of its price components; each component becomes one
+//! Stripe Price (lookup key `{product}.{key}`), so what the catalog says is what Stripe bills.
+
+use crate::ids::{MeterId, PriceKey, ProductId};
+use crate::money::{Currency, MinorUnits};
+use rust_decimal::Decimal;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The catalog format version this build reads.
+pub const CATALOG_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Catalog {
+    /// Format version; must be 1.
+    pub version: u32,
+    /// Currency of every price (lowercase ISO 4217, e.g. "usd").
+    pub currency: Currency,
+    /// Meters usage is counted on. Each becomes a Stripe Billing Meter.
+    #[serde(default)]
+    pub meters: Vec<Meter>,
+    pub products: Vec<Product>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Meter {
+    /// Id used in usage records (`api_calls`).
+    pub id: MeterId,
+    /// Human name shown on invoices.
+    pub name: String,
+    /// Stripe meter `event_name`; defaults to the id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_name: Option<String>,
+    /// Unit shown to people (`call`, `byte`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+}
+
+impl Meter {
+    pub fn event_name(&self) -> &str {
+        self.event_name.as_deref().unwrap_or(self.id.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Interval {
+    Month,
+    Year,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Product {
+    pub id: ProductId,
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// Billing interval of a subscription product; absent for one-time and credit products.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<Interval>,
+    /// Free trial days before the first charge (subscription products only).
+    #[serde(default)]
+    pub trial_days: u32,
+    /// Usage allowed per billing period (calendar month for products without an interval).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota: Option<Quota>,
+    /// Calls per minute the gateway allows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit_per_minute: Option<u32>,
+    /// The price components. Empty for a free product.
+    #[serde(default)]
+    pub prices: Vec<PriceComponent>,
+    /// Time-limited access bought by a one-time payment (seed 003).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<Access>,
+    /// Prepaid credit packs this product sells (seed 004).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credit: Option<CreditPacks>,
+    /// When true, this product's metered usage is paid from the consumer's prepaid credit
+    /// balance (drawn down at ingestion) instead of being invoiced in arrears.
+    #[serde(default)]
+    pub prepaid: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Quota {
+    pub meter: MeterId,
+    /// Units per period; the gateway blocks (HTTP 429) past it.
+    pub limit: u64,
+}
+
+/// One-time access: either until a fixed date or for a number of days from purchase.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Access {
+    /// Access ends at the start of this UTC date.
+    Until(chrono::NaiveDate),
+    /// Access lasts this many days from payment.
+    Days(u32),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreditPacks {
+    /// Fixed pack amounts, minor units of credit each.
+    #[serde(default)]
+    pub packs: Vec<MinorUnits>,
+    /// An amount chosen by the consumer, within bounds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom: Option<CustomAmount>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CustomAmount {
+    pub min: MinorUnits,
+    pub max: MinorUnits,
+}
+
+/// One Stripe Price of a product.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum PriceComponent {
+    /// Recurring licensed price, quantity 1 (a monthly fee).
+    Flat { key: PriceKey, amount: MinorUnits },
+    /// Recurring licensed price per seat (quantity = seats).
+    PerSeat {
+        key: PriceKey,
+        unit_amount: MinorUnits,
+        #[serde(default = "one")]
+        min_seats: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_seats: Option<u32>,
+    },
+    /// Metered price per unit of a meter, optionally sold in packages of N units.
+    PerUnit {
+        key: PriceKey,
+        meter: MeterId,
+        #[serde(flatten)]
+        unit: UnitPrice,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        package: Option<Package>,
+    },
+    /// Metered tiered price (graduated or volume).
+    Tiered {
+        key: PriceKey,
+        meter: MeterId,
+        mode: TierMode,
+        tiers: Vec<Tier>,
+    },
+    /// A one-time charge: the setup fee of a subscription product, or the price of a
+    /// one-time product.
+    OneTime { key: PriceKey, amount: MinorUnits },
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl PriceComponent {
+    pub fn key(&self) -> &PriceKey {
+        match self {
+            PriceComponent::Flat { key, .. }
+            | PriceComponent::PerSeat { key, .. }
+            | PriceComponent::PerUnit { key, .. }
+            | PriceComponent::Tiered { key, .. }
+            | PriceComponent::OneTime { key, .. } => key,
+        }
+    }
+    /// The meter a metered component bills, if it is metered.
+    pub fn meter(&self) -> Option<&MeterId> {
+        match self {
+            PriceComponent::PerUnit { meter, .. } | PriceComponent::Tiered { meter, .. } => {
+                Some(meter)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A unit price: whole minor units, or a decimal with up to 12 places (Stripe's
+/// `unit_amount_decimal`) for sub-cent prices. Exactly one must be given.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct UnitPrice {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit_amount: Option<MinorUnits>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "rust_decimal::serde::str_option"
+    )]
+    #[schemars(with = "Option<String>")]
+    pub unit_amount_decimal: Option<Decimal>,
+}
+
+/// Package pricing (Stripe `transform_quantity`): usage is divided by `size` and rounded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Package {
+    pub size: u64,
+    pub round: Rounding,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Rounding {
+    Up,
+    Down,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TierMode {
+    /// Each unit is priced by the tier it falls in (Stripe `tiers_mode=graduated`).
+    Graduated,
+    /// All units are priced by the tier the total falls in (Stripe `tiers_mode=volume`).
+    Volume,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Tier {
+    /// Upper bound (inclusive) of this tier; `null` for the last tier (Stripe's `inf`).
+    pub up_to: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flat_amount: Option<MinorUnits>,
+    #[serde(flatten)]
+    pub unit: UnitPrice,
+}
+
+impl Catalog {
+    pub fn product(&self, id: &str) -> Option<&Product> {
+        self.products.iter().find(|p| p.id.as_str() == id)
+    }
+    pub fn meter(&self, id: &str) -> Option<&Meter> {
+        self.meters.iter().find(|m| m.id.as_str() == id)
+    }
+}
+
+impl Product {
+    /// A product with no price component costs nothing and needs no Stripe at all.
+    pub fn is_free(&self) -> bool {
+        self.prices.is_empty() && self.credit.is_none()
+    }
+    pub fn is_recurring(&self) -> bool {
+        self.interval.is_some()
+    }
+    /// Metered components, in catalog order.
+    pub fn metered(&self) -> impl Iterator<Item = &PriceComponent> {
+        self.prices.iter().filter(|p| p.meter().is_some())
+    }
+}

@@ -1,0 +1,16 @@
+//! tollgate's pure domain: catalog, pricing, usage, subscription lifecycle, billing plan and
+//! credit rules, and the ports (traits) the adapters implement.
+//!
+//! Nothing in this crate knows about AWS or Stripe types: adapters translate at the edge.
+
+pub mod catalog;
+pub mod events;
+pub mod ids;
+pub mod money;
+pub mod ports;
+pub mod subscription;
+pub mod time;
+
+pub use catalog::Catalog;
+pub use ids::*;
+pub use money::{Currency, MinorUnits};
