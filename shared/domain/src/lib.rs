@@ -3,9 +3,11 @@
 //!
 //! Nothing in this crate knows about AWS or Stripe types: adapters translate at the edge.
 
+pub mod apikey;
 pub mod catalog;
 pub mod events;
 pub mod ids;
+pub mod lifecycle;
 pub mod money;
 pub mod ports;
 pub mod subscription;
