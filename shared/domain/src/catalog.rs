@@ -13,6 +13,15 @@ use serde::{Deserialize, Serialize};
 /// The catalog format version this build reads.
 pub const CATALOG_VERSION: u32 = 1;
 
+/// Largest amount (minor units) one price field may hold: Stripe rejects `unit_amount`,
+/// `flat_amount` and one-time amounts above 8 digits (99,999,999 = $999,999.99). Keeping the
+/// catalog inside Stripe's limit also bounds every product of pricing arithmetic.
+pub const MAX_AMOUNT: MinorUnits = 99_999_999;
+
+/// Stripe's `unit_amount_decimal` accepts at most 12 decimal places
+/// (<https://docs.stripe.com/billing/subscriptions/decimal-amounts>).
+pub const MAX_DECIMAL_PLACES: u32 = 12;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Catalog {
@@ -165,6 +174,17 @@ fn one() -> u32 {
 }
 
 impl PriceComponent {
+    /// The Stripe Price lookup key of this component: `{product}.{key}`.
+    pub fn lookup_key(&self, product: &ProductId) -> String {
+        format!("{}.{}", product, self.key())
+    }
+    /// Billed every interval whatever the usage (Stripe `usage_type=licensed`).
+    pub fn is_licensed(&self) -> bool {
+        matches!(
+            self,
+            PriceComponent::Flat { .. } | PriceComponent::PerSeat { .. }
+        )
+    }
     pub fn key(&self) -> &PriceKey {
         match self {
             PriceComponent::Flat { key, .. }
@@ -191,13 +211,27 @@ impl PriceComponent {
 pub struct UnitPrice {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unit_amount: Option<MinorUnits>,
+    /// Sub-cent unit price in minor units, as a decimal string (`"0.15"` = 0.15 cents).
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
         with = "rust_decimal::serde::str_option"
     )]
-    #[schemars(with = "Option<String>")]
+    #[schemars(with = "Option<DecimalString>")]
     pub unit_amount_decimal: Option<Decimal>,
+}
+
+/// A decimal number written as a JSON string, as Stripe's `*_decimal` fields are, so that no
+/// float ever touches a price.
+struct DecimalString;
+
+impl JsonSchema for DecimalString {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "DecimalString".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({"type": "string", "pattern": "^-?[0-9]+(\\.[0-9]+)?$"})
+    }
 }
 
 /// Package pricing (Stripe `transform_quantity`): usage is divided by `size` and rounded.
@@ -256,4 +290,22 @@ impl Product {
     pub fn metered(&self) -> impl Iterator<Item = &PriceComponent> {
         self.prices.iter().filter(|p| p.meter().is_some())
     }
+    /// The meter "usage" means for this product when no meter is named (`tollgate quote
+    /// --usage N`, the gateway's plain call count): the first metered price's meter, else the
+    /// quota's meter, else the catalog's first meter.
+    pub fn primary_meter<'a>(&'a self, catalog: &'a Catalog) -> Option<&'a MeterId> {
+        self.metered()
+            .find_map(|p| p.meter())
+            .or(self.quota.as_ref().map(|q| &q.meter))
+            .or(catalog.meters.first().map(|m| &m.id))
+    }
+}
+
+/// The catalog's JSON Schema (`schemas/catalog.schema.json`), generated from these types so
+/// the published schema cannot drift from what the parser accepts.
+pub fn json_schema() -> String {
+    let schema = schemars::schema_for!(Catalog);
+    let mut text = serde_json::to_string_pretty(&schema).expect("a schema serializes");
+    text.push('\n');
+    text
 }

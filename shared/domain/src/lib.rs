@@ -10,8 +10,10 @@ pub mod ids;
 pub mod lifecycle;
 pub mod money;
 pub mod ports;
+pub mod pricing;
 pub mod subscription;
 pub mod time;
+pub mod validate;
 
 pub use catalog::Catalog;
 pub use ids::*;
