@@ -4,6 +4,7 @@
 //! Nothing in this crate knows about AWS or Stripe types: adapters translate at the edge.
 
 pub mod apikey;
+pub mod billing;
 pub mod catalog;
 pub mod events;
 pub mod ids;

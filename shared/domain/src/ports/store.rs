@@ -3,7 +3,7 @@
 use crate::ids::{ApiKeyHash, ConsumerId, MeterId, ProductId, StripeId, SubscriptionId};
 use crate::money::MinorUnits;
 use crate::subscription::Subscription;
-use crate::time::Timestamp;
+use crate::time::{NaiveDate, Timestamp};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
@@ -48,17 +48,25 @@ pub struct UsageBucket {
 
 /// One report of usage to a Stripe Billing Meter: what is sent (or was), with which
 /// `identifier`. Stripe dedupes identifiers for ~24 h only, so this entry is tollgate's own
-/// exactly-once record. Its key is (subscription, meter, `from`): two runs that try to report
-/// the same window collide on the same item, and only one `Expect::Absent` create wins.
+/// exactly-once record. Its key is (subscription, meter, `from`, `seq`): two runs that try to
+/// report the same slice collide on the same item, and only one `Expect::Absent` create wins.
+/// `seq` 0 is a slice's first report; late records add entries 1, 2, ... (see `billing`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LedgerEntry {
     pub subscription_id: SubscriptionId,
     pub meter: MeterId,
-    /// Start of the Stripe billing period the usage belongs to.
-    pub period_start: Timestamp,
-    /// The usage buckets covered: `from <= hour < to`.
+    /// The Stripe billing period the usage belongs to, as far as tollgate knew it.
+    #[serde(default)]
+    pub period_start: Option<Timestamp>,
+    #[serde(default)]
+    pub period_end: Option<Timestamp>,
+    /// The usage buckets covered (one slice): `from <= hour < to`.
     pub from: Timestamp,
     pub to: Timestamp,
+    /// Which report of the slice this is.
+    #[serde(default)]
+    pub seq: u32,
+    /// The meter event's value: usage of the slice not covered by earlier entries.
     pub quantity: u64,
     /// The meter event's `identifier` (deterministic, so a resend within 24 h is a no-op at Stripe).
     pub identifier: String,
@@ -273,12 +281,20 @@ pub trait Store: Send + Sync {
         to: Timestamp,
     ) -> StoreResult<Vec<UsageBucket>>;
 
-    /// Ledger entries of one subscription and meter, by `from`, oldest first.
+    /// Ledger entries of one subscription and meter with `from >= since`, by (`from`, `seq`),
+    /// oldest first.
     async fn ledger_entries(
         &self,
         subscription: &SubscriptionId,
         meter: &MeterId,
+        since: Timestamp,
     ) -> StoreResult<Vec<LedgerEntry>>;
+    /// The (subscription, meter) pairs with a usage bucket in an hour of UTC `day` (the billing
+    /// run's listing; each pair once, in no particular order).
+    async fn metered_on(&self, day: NaiveDate) -> StoreResult<Vec<(SubscriptionId, MeterId)>>;
+    /// Subscriptions whose one-time access ends at or before `at` and that are not expired
+    /// yet (the billing run expires them).
+    async fn access_expiring_by(&self, at: Timestamp) -> StoreResult<Vec<Subscription>>;
     async fn get_credit_balance(&self, consumer: &ConsumerId)
     -> StoreResult<Option<CreditBalance>>;
     /// A consumer's credit movements, oldest first.
