@@ -432,7 +432,9 @@ pub struct ObservedProduct {
 pub enum UsageType {
     Licensed,
     /// Bound to the Billing Meter with this event name.
-    Metered { meter_event_name: String },
+    Metered {
+        meter_event_name: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -481,6 +483,7 @@ pub struct PriceSpec {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ObservedPrice {
     pub id: StripeId,
+    pub lookup_key: String,
     pub active: bool,
     /// `None` when Stripe's price uses something tollgate never creates (e.g. a meter this
     /// account does not have): it never matches, so sync replaces it.
@@ -610,14 +613,17 @@ mod tests {
     #[test]
     fn one_time_products_and_credit_are_payments() {
         let c = catalog();
-        let (mode, items) =
-            checkout_line_items(c.product("pass").unwrap(), Purchase::Product { seats: None })
-                .unwrap();
+        let (mode, items) = checkout_line_items(
+            c.product("pass").unwrap(),
+            Purchase::Product { seats: None },
+        )
+        .unwrap();
         assert_eq!(mode, CheckoutMode::Payment);
         assert_eq!(items.len(), 1);
 
         let credits = c.product("credits").unwrap();
-        let (mode, items) = checkout_line_items(credits, Purchase::Credit { amount: 5000 }).unwrap();
+        let (mode, items) =
+            checkout_line_items(credits, Purchase::Credit { amount: 5000 }).unwrap();
         assert_eq!(mode, CheckoutMode::Payment);
         assert_eq!(
             items[0].price,
@@ -635,7 +641,10 @@ mod tests {
         let (_, items) = checkout_line_items(credits, Purchase::Product { seats: None }).unwrap();
         assert!(items.is_empty());
         assert_eq!(
-            checkout_line_items(c.product("free").unwrap(), Purchase::Product { seats: None }),
+            checkout_line_items(
+                c.product("free").unwrap(),
+                Purchase::Product { seats: None }
+            ),
             Err(CheckoutError::FreeProduct)
         );
     }
