@@ -1,0 +1,6 @@
+//! tollgate-testkit: the test harness shared by tollgate's crates (a dev-dependency only,
+//! never linked into a Lambda).
+//!
+//! - [`dynamo`]: DynamoDB Local started once per test process, a fresh `TollgateTable` per test.
+
+pub mod dynamo;
