@@ -8,6 +8,8 @@ subcommands! {
         Validate(validate),
         /// Print the catalog's JSON Schema (the source of schemas/catalog.schema.json).
         Schema(schema),
+        /// Create or update Stripe Meters, Products and Prices from the catalog (idempotent).
+        Sync(sync),
     }
 }
 
