@@ -6,6 +6,8 @@
 pub mod apikey;
 pub mod billing;
 pub mod catalog;
+pub mod credit;
+pub mod entitlement;
 pub mod events;
 pub mod ids;
 pub mod lifecycle;
@@ -14,6 +16,7 @@ pub mod ports;
 pub mod pricing;
 pub mod subscription;
 pub mod time;
+pub mod usage;
 pub mod validate;
 
 pub use catalog::Catalog;

@@ -1,5 +1,7 @@
 //! The store port (DynamoDB in production and in tests).
 
+use crate::credit::CreditAccount;
+use crate::entitlement::{GateFact, KeyGate};
 use crate::ids::{ApiKeyHash, ConsumerId, MeterId, ProductId, StripeId, SubscriptionId};
 use crate::money::MinorUnits;
 use crate::subscription::Subscription;
@@ -189,6 +191,19 @@ pub enum Write {
     },
     /// Records a credit movement; fails if (consumer, reason, id) was recorded already.
     PutCreditMovement(CreditMovement),
+    /// Writes a consumer's prepaid credit account whole (see `credit`), under optimistic
+    /// concurrency: concurrent draw-downs serialise on its version, so neither the floor nor
+    /// the once-per-crossing alerts can be raced past. Same item as [`CreditBalance`].
+    PutCreditAccount {
+        account: CreditAccount,
+        expect: Expect,
+    },
+    /// Copies one fact onto a key item for the one-read entitlement check (see
+    /// `entitlement`). A conflict when the key does not exist or already holds a newer copy.
+    SetKeyGate {
+        hash: ApiKeyHash,
+        fact: GateFact,
+    },
 }
 
 /// Namespaces of idempotency claims.
@@ -198,6 +213,11 @@ pub enum ClaimScope {
     UsageBatch,
     CheckoutSession,
     CreditPurchase,
+    /// A billing run that finished (id: `nightly:YYYY-MM-DD`): hourly runs continue one that
+    /// did not.
+    BillingRun,
+    /// A QuotaThreshold event of one (subscription, meter, period, percent).
+    QuotaThreshold,
 }
 
 impl ClaimScope {
@@ -207,6 +227,8 @@ impl ClaimScope {
             ClaimScope::UsageBatch => "usage_batch",
             ClaimScope::CheckoutSession => "checkout_session",
             ClaimScope::CreditPurchase => "credit_purchase",
+            ClaimScope::QuotaThreshold => "quota_threshold",
+            ClaimScope::BillingRun => "billing_run",
         }
     }
 }
@@ -302,4 +324,23 @@ pub trait Store: Send + Sync {
         &self,
         consumer: &ConsumerId,
     ) -> StoreResult<Vec<CreditMovement>>;
+}
+
+/// Reads of the prepaid-credit and entitlement features (`credit`, `entitlement`), apart from
+/// [`Store`] so that its other users need not care.
+#[async_trait]
+pub trait EntitlementReads: Send + Sync {
+    /// The consumer's credit account, strongly consistent (a writer needs its latest version).
+    async fn get_credit_account(&self, consumer: &ConsumerId)
+    -> StoreResult<Option<CreditAccount>>;
+    /// A key and its gate: the entitlement check's one read.
+    async fn get_key_entitlement(
+        &self,
+        hash: &ApiKeyHash,
+    ) -> StoreResult<Option<(ApiKey, KeyGate)>>;
+    /// A subscription's keys with their gates (revoked ones included).
+    async fn list_key_entitlements(
+        &self,
+        subscription: &SubscriptionId,
+    ) -> StoreResult<Vec<(ApiKey, KeyGate)>>;
 }

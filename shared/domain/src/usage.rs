@@ -1,0 +1,711 @@
+//! Usage batches from the gateway: the wire format, validation (every bad record reported with
+//! its index and reason), aggregation into per-(subscription, meter, hour) buckets, and the
+//! quota state of a subscription in its period.
+//!
+//! The batch format is documented by `schemas/usage-batch.schema.json` (generated from
+//! [`UsageBatchDoc`]) and `docs/usage.md`.
+//!
+//! Policy (see `docs/usage.md`): a batch with any *invalid* record (malformed, unknown meter,
+//! timestamp outside the accepted window, duplicate record id) is rejected whole and nothing is
+//! written; the gateway fixes or drops the listed records and re-sends. Records that are valid
+//! but belong to a subscription that is unknown or has no API access are *state* rejections:
+//! the batch is accepted without them and they are counted and listed as rejected.
+
+use crate::catalog::{Catalog, Product};
+use crate::ids::{MeterId, SubscriptionId, check_id};
+use crate::ports::UsageBucketKey;
+use crate::subscription::Subscription;
+use crate::time::{Duration, Timestamp, hour_start};
+use chrono::{Datelike, Months, TimeZone, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
+
+/// Most records one batch may hold. With the bucket limit below this keeps one batch inside
+/// one DynamoDB transaction.
+pub const MAX_RECORDS_PER_BATCH: usize = 5_000;
+/// Largest request body accepted (1 MiB; ~200 bytes per record leaves room for 5,000).
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Largest `value` of one record (a whole number, as Stripe meters take).
+pub const MAX_RECORD_VALUE: u64 = 1_000_000_000_000;
+/// Most distinct (subscription, meter, hour) buckets one batch may touch. A batch is written
+/// in ONE DynamoDB transaction (at most 100 items): its claim, one ADD per bucket and one
+/// credit-account write per prepaid consumer. 90 buckets leaves room for the rest; a batch
+/// spanning more is refused whole (422 naming `records`) and the gateway splits it, because
+/// writing it in several transactions could leave it half-written if the Lambda died between
+/// them.
+pub const MAX_BUCKETS_PER_BATCH: usize = 90;
+/// Longest batch id / record id.
+pub const MAX_ID_LEN: usize = 128;
+
+/// The accepted time window of record timestamps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IngestWindow {
+    /// How old a record may be. The nightly billing run reports a day's buckets after this
+    /// window has passed, so a record older than it could miss Stripe's invoice — it is
+    /// rejected instead of being counted in tollgate but never billed.
+    pub late: Duration,
+    /// How far ahead of our clock a record may be: Stripe accepts meter events at most 5
+    /// minutes in the future, and gateway clocks drift.
+    pub future: Duration,
+}
+
+impl Default for IngestWindow {
+    fn default() -> Self {
+        Self {
+            late: Duration::hours(DEFAULT_LATE_WINDOW_HOURS),
+            future: Duration::minutes(5),
+        }
+    }
+}
+
+/// Default late window: 72 hours, the billing run's own
+/// (`billing::BillingConfig::late_window`). A record that old still has its day's slice open
+/// for a late report, so accepted usage is never usage the billing run refuses to send.
+pub const DEFAULT_LATE_WINDOW_HOURS: i64 = 72;
+
+/// The batch as the gateway posts it (documentation and JSON Schema only; parsing goes field
+/// by field so that every bad record is reported, not just the first).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "tollgate usage batch")]
+pub struct UsageBatchDoc {
+    /// The gateway's id for this batch (1–128 chars of `[A-Za-z0-9_.:-]`). Re-sending a batch
+    /// with the same id is accepted and ignored: it is counted once.
+    #[schemars(length(min = 1, max = 128), regex(pattern = r"^[A-Za-z0-9_.:-]+$"))]
+    pub batch_id: String,
+    /// 1 to 5,000 usage records.
+    #[schemars(length(min = 1, max = 5000))]
+    pub records: Vec<UsageRecordDoc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UsageRecordDoc {
+    /// The record's id, unique within the batch (used in error reports).
+    #[schemars(length(min = 1, max = 128), regex(pattern = r"^[A-Za-z0-9_.:-]+$"))]
+    pub id: String,
+    /// tollgate's subscription id (the authorizer and `GET /entitlements/{key}` return it).
+    #[schemars(length(min = 1, max = 128), regex(pattern = r"^[A-Za-z0-9_.:-]+$"))]
+    pub subscription_id: String,
+    /// When the call happened, RFC 3339. At most 72 h old (late window) and 5 min ahead.
+    pub timestamp: chrono::DateTime<Utc>,
+    /// A meter of the catalog (`api_calls`).
+    pub meter: String,
+    /// Units used: a whole number, 0 to 10^12. Defaults to 1 (one call).
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 1_000_000_000_000u64))]
+    pub value: Option<u64>,
+    /// Free text for logs (`GET /forecast`); not stored.
+    #[serde(default)]
+    #[schemars(length(max = 256))]
+    pub operation: Option<String>,
+}
+
+/// One valid record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageRecord {
+    /// Position in the batch.
+    pub index: usize,
+    pub id: String,
+    pub subscription_id: SubscriptionId,
+    pub meter: MeterId,
+    pub timestamp: Timestamp,
+    pub value: u64,
+}
+
+/// A batch whose every record passed validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageBatch {
+    pub batch_id: String,
+    pub records: Vec<UsageRecord>,
+}
+
+/// Why one record is refused, at `records[index].field`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RecordError {
+    pub index: usize,
+    /// The record's id when it had a readable one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Field name inside the record (`timestamp`), or empty for the record as a whole.
+    pub field: String,
+    pub reason: String,
+}
+
+impl RecordError {
+    /// The JSON path of the offending field (`records[3].timestamp`).
+    pub fn path(&self) -> String {
+        if self.field.is_empty() {
+            format!("records[{}]", self.index)
+        } else {
+            format!("records[{}].{}", self.index, self.field)
+        }
+    }
+}
+
+/// Why a batch is refused as a whole; nothing of it is written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    #[error("body: {size} bytes is more than the {max} allowed")]
+    BodyTooLarge { size: usize, max: usize },
+    /// The body is not the expected JSON shape; `field` is the JSON path.
+    #[error("{field}: {reason}")]
+    Malformed { field: String, reason: String },
+    #[error("records: {count} records is more than the {max} allowed per batch")]
+    TooManyRecords { count: usize, max: usize },
+    #[error(
+        "records: {count} distinct (subscription, meter, hour) buckets is more than the {max} one batch may touch; split the batch"
+    )]
+    TooManyBuckets { count: usize, max: usize },
+    /// Some records are invalid; all of them are listed.
+    #[error("{} invalid records", .0.len())]
+    InvalidRecords(Vec<RecordError>),
+}
+
+/// Parses and validates a batch body. Either every record is valid, or every invalid record
+/// is reported (index, field, reason) and the batch is refused.
+pub fn parse_batch(
+    body: &[u8],
+    catalog: &Catalog,
+    now: Timestamp,
+    window: IngestWindow,
+) -> Result<UsageBatch, BatchError> {
+    if body.len() > MAX_BODY_BYTES {
+        return Err(BatchError::BodyTooLarge {
+            size: body.len(),
+            max: MAX_BODY_BYTES,
+        });
+    }
+    let malformed = |field: &str, reason: String| BatchError::Malformed {
+        field: field.to_string(),
+        reason,
+    };
+    let root: Value = serde_json::from_slice(body).map_err(|e| {
+        let msg = e.to_string();
+        let msg = msg
+            .rfind(" at line ")
+            .map_or(msg.clone(), |i| msg[..i].to_string());
+        malformed("body", format!("not valid JSON: {msg}"))
+    })?;
+    let Value::Object(mut root) = root else {
+        return Err(malformed("body", "must be a JSON object".into()));
+    };
+    let batch_id = match root.remove("batch_id") {
+        Some(Value::String(s)) => {
+            check_id(&s, MAX_ID_LEN).map_err(|e| malformed("batch_id", e.to_string()))?;
+            s
+        }
+        Some(_) => return Err(malformed("batch_id", "must be a string".into())),
+        None => return Err(malformed("batch_id", "is required".into())),
+    };
+    let records = match root.remove("records") {
+        Some(Value::Array(a)) => a,
+        Some(_) => return Err(malformed("records", "must be an array".into())),
+        None => return Err(malformed("records", "is required".into())),
+    };
+    if let Some(unknown) = root.keys().next() {
+        return Err(malformed(unknown, "unknown field".into()));
+    }
+    if records.is_empty() {
+        return Err(malformed("records", "must hold at least one record".into()));
+    }
+    if records.len() > MAX_RECORDS_PER_BATCH {
+        return Err(BatchError::TooManyRecords {
+            count: records.len(),
+            max: MAX_RECORDS_PER_BATCH,
+        });
+    }
+
+    let mut valid = Vec::with_capacity(records.len());
+    let mut errors = Vec::new();
+    let mut seen: HashMap<String, usize> = HashMap::with_capacity(records.len());
+    for (index, raw) in records.into_iter().enumerate() {
+        match parse_record(index, raw, catalog, now, window) {
+            Ok(rec) => {
+                if let Some(first) = seen.insert(rec.id.clone(), index) {
+                    errors.push(RecordError {
+                        index,
+                        id: Some(rec.id),
+                        field: "id".into(),
+                        reason: format!("duplicate record id (first at index {first})"),
+                    });
+                } else {
+                    valid.push(rec);
+                }
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(BatchError::InvalidRecords(errors));
+    }
+    let buckets = count_buckets(&valid);
+    if buckets > MAX_BUCKETS_PER_BATCH {
+        return Err(BatchError::TooManyBuckets {
+            count: buckets,
+            max: MAX_BUCKETS_PER_BATCH,
+        });
+    }
+    Ok(UsageBatch {
+        batch_id,
+        records: valid,
+    })
+}
+
+fn count_buckets(records: &[UsageRecord]) -> usize {
+    let mut keys: Vec<(&str, &str, i64)> = records
+        .iter()
+        .map(|r| {
+            (
+                r.subscription_id.as_str(),
+                r.meter.as_str(),
+                hour_start(r.timestamp).timestamp(),
+            )
+        })
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys.len()
+}
+
+fn parse_record(
+    index: usize,
+    raw: Value,
+    catalog: &Catalog,
+    now: Timestamp,
+    window: IngestWindow,
+) -> Result<UsageRecord, RecordError> {
+    let err = |id: &Option<String>, field: &str, reason: String| RecordError {
+        index,
+        id: id.clone(),
+        field: field.to_string(),
+        reason,
+    };
+    let Value::Object(mut obj) = raw else {
+        return Err(err(&None, "", "must be a JSON object".into()));
+    };
+    // The id first, so every later error can name the record.
+    let id = match obj.remove("id") {
+        Some(Value::String(s)) => match check_id(&s, MAX_ID_LEN) {
+            Ok(()) => s,
+            Err(e) => return Err(err(&None, "id", e.to_string())),
+        },
+        Some(_) => return Err(err(&None, "id", "must be a string".into())),
+        None => return Err(err(&None, "id", "is required".into())),
+    };
+    let id_opt = Some(id.clone());
+    let mut take_str = |field: &str| -> Result<String, RecordError> {
+        match obj.remove(field) {
+            Some(Value::String(s)) => Ok(s),
+            Some(_) => Err(err(&id_opt, field, "must be a string".into())),
+            None => Err(err(&id_opt, field, "is required".into())),
+        }
+    };
+    let subscription_id = take_str("subscription_id")?;
+    let subscription_id = SubscriptionId::parse(subscription_id)
+        .map_err(|e| err(&id_opt, "subscription_id", e.to_string()))?;
+    let meter = take_str("meter")?;
+    if catalog.meter(&meter).is_none() {
+        return Err(err(
+            &id_opt,
+            "meter",
+            format!("unknown meter {meter:?} (not in the catalog)"),
+        ));
+    }
+    let meter = MeterId::parse(meter).map_err(|e| err(&id_opt, "meter", e.to_string()))?;
+    let ts = take_str("timestamp")?;
+    let timestamp = chrono::DateTime::parse_from_rfc3339(&ts)
+        .map_err(|e| {
+            err(
+                &id_opt,
+                "timestamp",
+                format!("not an RFC 3339 timestamp: {e}"),
+            )
+        })?
+        .with_timezone(&Utc);
+    if timestamp > now + window.future {
+        return Err(err(
+            &id_opt,
+            "timestamp",
+            format!(
+                "in the future: more than {} s ahead of the server clock",
+                window.future.num_seconds()
+            ),
+        ));
+    }
+    if timestamp < now - window.late {
+        return Err(err(
+            &id_opt,
+            "timestamp",
+            format!(
+                "too old: beyond the late window of {} h (usage that old may already be billed)",
+                window.late.num_hours()
+            ),
+        ));
+    }
+    let value = match obj.remove("value") {
+        None | Some(Value::Null) => 1,
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(v) if v <= MAX_RECORD_VALUE => v,
+            _ => {
+                return Err(err(
+                    &id_opt,
+                    "value",
+                    format!("must be a whole number from 0 to {MAX_RECORD_VALUE}"),
+                ));
+            }
+        },
+        Some(_) => return Err(err(&id_opt, "value", "must be a number".into())),
+    };
+    match obj.remove("operation") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(s)) if s.len() <= 256 => {}
+        Some(_) => {
+            return Err(err(
+                &id_opt,
+                "operation",
+                "must be a string of at most 256 bytes".into(),
+            ));
+        }
+    }
+    if let Some(unknown) = obj.keys().next() {
+        return Err(err(&id_opt, unknown, "unknown field".into()));
+    }
+    Ok(UsageRecord {
+        index,
+        id,
+        subscription_id,
+        meter,
+        timestamp,
+        value,
+    })
+}
+
+/// Sums records into per-(subscription, meter, hour) buckets: what one batch ADDs.
+pub fn aggregate<'a>(
+    records: impl IntoIterator<Item = &'a UsageRecord>,
+) -> BTreeMap<UsageBucketKey, u64> {
+    let mut buckets = BTreeMap::new();
+    for r in records {
+        let key = UsageBucketKey {
+            subscription_id: r.subscription_id.clone(),
+            meter: r.meter.clone(),
+            hour: hour_start(r.timestamp),
+        };
+        *buckets.entry(key).or_insert(0u64) += r.value;
+    }
+    buckets
+}
+
+/// Units per (subscription, meter) in a set of buckets.
+pub fn totals_by_meter(
+    buckets: &BTreeMap<UsageBucketKey, u64>,
+) -> BTreeMap<(SubscriptionId, MeterId), u64> {
+    let mut out = BTreeMap::new();
+    for (k, q) in buckets {
+        *out.entry((k.subscription_id.clone(), k.meter.clone()))
+            .or_insert(0u64) += q;
+    }
+    out
+}
+
+/// Why a valid record is not counted (a state rejection: the batch is still accepted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rejection {
+    /// No such subscription.
+    UnknownSubscription,
+    /// The subscription has no API access (pending, suspended, canceled, expired): usage
+    /// reported for it is not billed.
+    InactiveSubscription,
+    /// The subscription's product neither bills nor limits this meter.
+    MeterNotInProduct,
+}
+
+impl Rejection {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Rejection::UnknownSubscription => "unknown subscription",
+            Rejection::InactiveSubscription => "subscription has no API access",
+            Rejection::MeterNotInProduct => "the subscription's product does not use this meter",
+        }
+    }
+}
+
+/// Whether records of `sub` on `meter` are counted.
+pub fn admit(
+    sub: Option<&Subscription>,
+    product: Option<&Product>,
+    meter: &MeterId,
+) -> Result<(), Rejection> {
+    let sub = sub.ok_or(Rejection::UnknownSubscription)?;
+    if !sub.status.grants_access() {
+        return Err(Rejection::InactiveSubscription);
+    }
+    let product = product.ok_or(Rejection::UnknownSubscription)?;
+    let uses = product.metered().any(|p| p.meter() == Some(meter))
+        || product.quota.as_ref().is_some_and(|q| &q.meter == meter);
+    if uses {
+        Ok(())
+    } else {
+        Err(Rejection::MeterNotInProduct)
+    }
+}
+
+/// The period a subscription's quota counts in: Stripe's current period when the subscription
+/// has one that contains `now`, else the calendar month (UTC) of `now` — free products have
+/// no Stripe subscription, and a period Stripe has not renewed yet must not stretch forever.
+pub fn quota_period(sub: &Subscription, now: Timestamp) -> (Timestamp, Timestamp) {
+    if let (Some(s), Some(e)) = (sub.current_period_start, sub.current_period_end)
+        && s <= now
+        && now < e
+    {
+        return (s, e);
+    }
+    calendar_month(now)
+}
+
+/// `[first instant of the month, first instant of the next month)` in UTC.
+pub fn calendar_month(now: Timestamp) -> (Timestamp, Timestamp) {
+    let start = Utc
+        .with_ymd_and_hms(now.year(), now.month(), 1, 0, 0, 0)
+        .single()
+        .expect("first of month exists");
+    let end = start + Months::new(1);
+    (start, end)
+}
+
+/// A subscription's state as the usage answer and the entitlement check report it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UsageState {
+    Ok,
+    QuotaExceeded,
+    Suspended,
+    NoCredit,
+}
+
+/// Quota thresholds (percent) that publish `QuotaThreshold` once per period each.
+pub const QUOTA_THRESHOLDS: [u8; 2] = [80, 100];
+
+/// The thresholds `used` has reached of `limit` (a limit of 0 is reached at once).
+pub fn thresholds_reached(used: u64, limit: u64) -> Vec<u8> {
+    QUOTA_THRESHOLDS
+        .iter()
+        .copied()
+        .filter(|p| u128::from(used) * 100 >= u128::from(limit) * u128::from(*p))
+        .collect()
+}
+
+/// Usage at or past the limit: the gateway answers 429 until the period ends.
+pub fn quota_exceeded(used: u64, limit: u64) -> bool {
+    used >= limit
+}
+
+/// The id of the claim that makes one threshold's event happen once per period.
+pub fn threshold_claim_id(
+    sub: &SubscriptionId,
+    meter: &MeterId,
+    period_start: Timestamp,
+    percent: u8,
+) -> String {
+    format!("{sub}:{meter}:{}:{percent}", period_start.timestamp())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn catalog() -> Catalog {
+        serde_json::from_value(json!({
+            "version": 1, "currency": "usd",
+            "meters": [{"id": "api_calls", "name": "API calls"}, {"id": "bytes", "name": "Bytes"}],
+            "products": [{"id": "free", "name": "Free", "quota": {"meter": "api_calls", "limit": 100}}]
+        }))
+        .unwrap()
+    }
+
+    fn now() -> Timestamp {
+        Utc.with_ymd_and_hms(2026, 11, 22, 10, 30, 0).unwrap()
+    }
+
+    fn body(records: Value) -> Vec<u8> {
+        serde_json::to_vec(&json!({"batch_id": "b1", "records": records})).unwrap()
+    }
+
+    #[test]
+    fn parses_and_aggregates_by_hour() {
+        let b = body(json!([
+            {"id": "r1", "subscription_id": "sub_a", "timestamp": "2026-11-22T10:01:00Z", "meter": "api_calls"},
+            {"id": "r2", "subscription_id": "sub_a", "timestamp": "2026-11-22T10:29:59Z", "meter": "api_calls", "value": 4},
+            {"id": "r3", "subscription_id": "sub_a", "timestamp": "2026-11-22T09:59:59+00:00", "meter": "api_calls", "operation": "GET /x"},
+            {"id": "r4", "subscription_id": "sub_b", "timestamp": "2026-11-22T10:01:00Z", "meter": "bytes", "value": 0}
+        ]));
+        let batch = parse_batch(&b, &catalog(), now(), IngestWindow::default()).unwrap();
+        assert_eq!(batch.batch_id, "b1");
+        let buckets = aggregate(&batch.records);
+        assert_eq!(buckets.len(), 3);
+        let ten = Utc.with_ymd_and_hms(2026, 11, 22, 10, 0, 0).unwrap();
+        let key = UsageBucketKey {
+            subscription_id: SubscriptionId::parse("sub_a").unwrap(),
+            meter: MeterId::parse("api_calls").unwrap(),
+            hour: ten,
+        };
+        assert_eq!(buckets[&key], 5);
+        let totals = totals_by_meter(&buckets);
+        assert_eq!(
+            totals[&(
+                SubscriptionId::parse("sub_a").unwrap(),
+                MeterId::parse("api_calls").unwrap()
+            )],
+            6
+        );
+    }
+
+    #[test]
+    fn every_bad_record_is_listed_with_index_and_reason() {
+        let b = body(json!([
+            {"id": "ok", "subscription_id": "sub_a", "timestamp": "2026-11-22T10:01:00Z", "meter": "api_calls"},
+            {"id": "late", "subscription_id": "sub_a", "timestamp": "2026-11-18T10:01:00Z", "meter": "api_calls"},
+            {"id": "future", "subscription_id": "sub_a", "timestamp": "2026-11-22T10:40:00Z", "meter": "api_calls"},
+            {"id": "m", "subscription_id": "sub_a", "timestamp": "2026-11-22T10:01:00Z", "meter": "nope"},
+            {"id": "v", "subscription_id": "sub_a", "timestamp": "2026-11-22T10:01:00Z", "meter": "api_calls", "value": -1},
+            {"id": "ok", "subscription_id": "sub_a", "timestamp": "2026-11-22T10:01:00Z", "meter": "api_calls"},
+            {"subscription_id": "sub_a"},
+            "x",
+            {"id": "t", "subscription_id": "sub_a", "timestamp": "yesterday", "meter": "api_calls"},
+            {"id": "u", "subscription_id": "sub_a", "timestamp": "2026-11-22T10:01:00Z", "meter": "api_calls", "extra": 1}
+        ]));
+        let Err(BatchError::InvalidRecords(errs)) =
+            parse_batch(&b, &catalog(), now(), IngestWindow::default())
+        else {
+            panic!("expected invalid records")
+        };
+        let got: Vec<(usize, String)> = errs.iter().map(|e| (e.index, e.path())).collect();
+        assert_eq!(
+            got,
+            vec![
+                (1, "records[1].timestamp".into()),
+                (2, "records[2].timestamp".into()),
+                (3, "records[3].meter".into()),
+                (4, "records[4].value".into()),
+                (5, "records[5].id".into()),
+                (6, "records[6].id".into()),
+                (7, "records[7]".into()),
+                (8, "records[8].timestamp".into()),
+                (9, "records[9].extra".into()),
+            ]
+        );
+        assert!(errs[0].reason.contains("too old"));
+        assert!(errs[1].reason.contains("in the future"));
+        assert!(errs[2].reason.contains("unknown meter"));
+        assert!(
+            errs[4]
+                .reason
+                .contains("duplicate record id (first at index 0)")
+        );
+        assert_eq!(errs[0].id.as_deref(), Some("late"));
+    }
+
+    #[test]
+    fn batch_level_errors_name_the_field() {
+        let c = catalog();
+        let w = IngestWindow::default();
+        let field = |r: Result<UsageBatch, BatchError>| match r {
+            Err(BatchError::Malformed { field, .. }) => field,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(field(parse_batch(b"{", &c, now(), w)), "body");
+        assert_eq!(field(parse_batch(b"[]", &c, now(), w)), "body");
+        assert_eq!(
+            field(parse_batch(br#"{"records": []}"#, &c, now(), w)),
+            "batch_id"
+        );
+        assert_eq!(
+            field(parse_batch(
+                br#"{"batch_id": "a#b", "records": []}"#,
+                &c,
+                now(),
+                w
+            )),
+            "batch_id"
+        );
+        assert_eq!(
+            field(parse_batch(
+                br#"{"batch_id": "a", "records": {}}"#,
+                &c,
+                now(),
+                w
+            )),
+            "records"
+        );
+        assert_eq!(
+            field(parse_batch(
+                br#"{"batch_id": "a", "records": []}"#,
+                &c,
+                now(),
+                w
+            )),
+            "records"
+        );
+        let big = vec![b' '; MAX_BODY_BYTES + 1];
+        assert!(matches!(
+            parse_batch(&big, &c, now(), w),
+            Err(BatchError::BodyTooLarge { .. })
+        ));
+        let many: Vec<Value> = (0..=MAX_RECORDS_PER_BATCH)
+            .map(|i| json!({"id": format!("r{i}"), "subscription_id": "s", "timestamp": "2026-11-22T10:00:00Z", "meter": "api_calls"}))
+            .collect();
+        assert!(matches!(
+            parse_batch(&body(Value::Array(many)), &c, now(), w),
+            Err(BatchError::TooManyRecords { .. })
+        ));
+    }
+
+    #[test]
+    fn too_many_buckets_is_refused_whole() {
+        let recs: Vec<Value> = (0..=MAX_BUCKETS_PER_BATCH)
+            .map(|i| json!({"id": format!("r{i}"), "subscription_id": format!("sub_{i}"), "timestamp": "2026-11-22T10:00:00Z", "meter": "api_calls"}))
+            .collect();
+        assert!(matches!(
+            parse_batch(
+                &body(Value::Array(recs)),
+                &catalog(),
+                now(),
+                IngestWindow::default()
+            ),
+            Err(BatchError::TooManyBuckets { count: 91, max: 90 })
+        ));
+    }
+
+    #[test]
+    fn thresholds() {
+        assert_eq!(thresholds_reached(79, 100), Vec::<u8>::new());
+        assert_eq!(thresholds_reached(80, 100), vec![80]);
+        assert_eq!(thresholds_reached(100, 100), vec![80, 100]);
+        assert_eq!(thresholds_reached(0, 0), vec![80, 100]);
+        assert!(quota_exceeded(100, 100));
+        assert!(!quota_exceeded(99, 100));
+    }
+
+    #[test]
+    fn calendar_month_bounds() {
+        let (s, e) = calendar_month(Utc.with_ymd_and_hms(2026, 12, 31, 23, 0, 0).unwrap());
+        assert_eq!(s, Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap());
+        assert_eq!(e, Utc.with_ymd_and_hms(2027, 1, 1, 0, 0, 0).unwrap());
+    }
+}
+
+#[cfg(test)]
+mod window_tests {
+    #[test]
+    fn late_window_is_the_billing_runs() {
+        assert_eq!(
+            super::IngestWindow::default().late,
+            crate::billing::BillingConfig::default().late_window
+        );
+    }
+}
