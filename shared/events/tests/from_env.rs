@@ -6,8 +6,8 @@
 
 mod common;
 
-use common::eventbridge::EventBridgeCapture;
 use tollgate_domain::ports::EventPublisher;
+use tollgate_testkit::eventbridge::EventBridgeCapture;
 
 #[test]
 fn from_env_publishes_to_the_endpoint_the_environment_names() {

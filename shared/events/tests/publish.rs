@@ -4,10 +4,10 @@ mod common;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_eventbridge::config::Credentials;
-use common::eventbridge::EventBridgeCapture;
 use std::time::Duration;
 use tollgate_domain::ports::EventPublisher;
 use tollgate_events::{EventBridgePublisher, EventsError, RetryPolicy, SOURCE};
+use tollgate_testkit::eventbridge::EventBridgeCapture;
 
 const BUS: &str = "tollgate-test-bus";
 

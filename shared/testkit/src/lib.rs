@@ -2,5 +2,7 @@
 //! never linked into a Lambda).
 //!
 //! - [`dynamo`]: DynamoDB Local started once per test process, a fresh `TollgateTable` per test.
+//! - [`eventbridge`]: a PutEvents capture server, so tests see what the real SDK client published.
 
 pub mod dynamo;
+pub mod eventbridge;

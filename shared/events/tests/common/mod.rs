@@ -7,9 +7,6 @@ use tollgate_domain::subscription::SubscriptionStatus;
 use tollgate_domain::time::Timestamp;
 use tollgate_domain::{ConsumerId, MeterId, ProductId, SubscriptionId};
 
-#[path = "../../../testkit/src/eventbridge.rs"]
-pub mod eventbridge;
-
 pub fn at(day: u32, hour: u32) -> Timestamp {
     Utc.with_ymd_and_hms(2026, 3, day, hour, 0, 0).unwrap()
 }
