@@ -1,1 +1,25 @@
-fn main() {}
+use checkout::Checkout;
+use lambda_http::{Error, Request, run, service_fn};
+use std::sync::Arc;
+use tollgate_app::Settings;
+use tollgate_domain::time::SystemClock;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    tollgate_app::telemetry::init_tracing();
+    let settings = Settings::from_env()?;
+    let sdk = tollgate_app::aws::load_sdk_config().await;
+    let store = tollgate_store::DynamoStore::from_conf(&sdk, &settings.table_name);
+    let stripe_key = settings.stripe_secret_key.get().await?;
+    let stripe = tollgate_stripe::StripeConfig::new(stripe_key, settings.stripe_api_base.clone());
+    let payments = tollgate_stripe::StripeAdapter::from_config(&stripe)?;
+    let publisher = tollgate_events::EventBridgePublisher::new(&sdk, &settings.event_bus_name);
+    let app = Checkout::new(
+        &settings,
+        Arc::new(store),
+        Arc::new(payments),
+        Arc::new(publisher),
+        Arc::new(SystemClock),
+    );
+    run(service_fn(|req: Request| app.handle(req))).await
+}

@@ -1,1 +1,511 @@
-//! stripe-webhook Lambda handler (library part; main.rs only runs it).
+//! The stripe-webhook function: `POST /stripe/webhook`.
+//!
+//! 1. The `Stripe-Signature` is verified on the raw body bytes ([`signature`]); any failure is a
+//!    400 and nothing is read or written. So is a body that is not a JSON event.
+//! 2. Each event id is claimed once: the claim (`Write::Claim`, 30-day TTL) is in the SAME
+//!    commit as the event's effect, so a failed effect leaves no claim and Stripe's retry is
+//!    not lost, and a duplicate is answered 200 and does nothing.
+//! 3. Events are only nudges: for anything about a subscription the handler re-reads the
+//!    Stripe subscription through the payments port and applies its *current* status with
+//!    the lifecycle table (`tollgate_domain::lifecycle`, which explains why the final state is
+//!    the same whatever order events come in). Events are parsed leniently (only the few fields
+//!    needed, from `serde_json::Value`), so an endpoint on another API version still works.
+//! 4. Unknown event types are accepted (200) and logged, never refused: a 400 would make
+//!    Stripe retry them for three days and then disable the endpoint.
+//! 5. Domain events are published after the commit succeeds.
+//!
+//! Answers: 200 (applied, duplicate or ignored), 400 (not from Stripe), 500 (a dependency
+//! failed; nothing was written and Stripe retries).
+
+pub mod signature;
+
+use http::StatusCode;
+use lambda_http::{Body, Request, Response};
+use serde::Deserialize;
+use serde_json::Value;
+use std::sync::Arc;
+use tollgate_app::Secret;
+use tollgate_app::error::json_response;
+use tollgate_domain::Catalog;
+use tollgate_domain::catalog::Access;
+use tollgate_domain::events::DomainEvent;
+use tollgate_domain::ids::{StripeId, SubscriptionId};
+use tollgate_domain::lifecycle::{self, BillingFact, Effect};
+use tollgate_domain::ports::{
+    ClaimScope, EventPublisher, Expect, Payments, PaymentsError, Store, StoreError, Write,
+    metadata,
+};
+use tollgate_domain::subscription::Subscription;
+use tollgate_domain::time::{Clock, DateTime, Duration, Timestamp};
+
+/// How long an event id stays claimed. Stripe retries a delivery for up to 3 days; 30 days
+/// also covers a manual "resend" from the dashboard much later.
+pub const CLAIM_TTL_DAYS: i64 = 30;
+/// Optimistic-concurrency attempts before answering 500 (Stripe retries later).
+const MAX_ATTEMPTS: usize = 4;
+
+/// Everything the handler needs, built once per Lambda instance.
+#[derive(Clone)]
+pub struct Webhook {
+    pub store: Arc<dyn Store>,
+    pub payments: Arc<dyn Payments>,
+    pub publisher: Arc<dyn EventPublisher>,
+    pub clock: Arc<dyn Clock>,
+    pub catalog: Arc<Catalog>,
+    pub webhook_secret: Secret,
+}
+
+/// The few envelope fields tollgate reads; everything else is ignored, whatever the API
+/// version of the endpoint.
+#[derive(Debug, Deserialize)]
+pub struct StripeEvent {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub created: i64,
+    #[serde(default)]
+    pub api_version: Option<String>,
+    pub data: EventData,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct EventData {
+    pub object: Value,
+}
+
+/// What became of an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The effect was committed (possibly "nothing changed", but the event is now claimed).
+    Applied,
+    /// The event id was already claimed.
+    Duplicate,
+    /// Accepted without any write (unknown type, nothing of tollgate's).
+    Ignored(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Payments(#[from] PaymentsError),
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("{0}")]
+    Retry(String),
+}
+
+impl Webhook {
+    /// The Lambda handler: every outcome is an HTTP answer.
+    pub async fn handle(&self, req: Request) -> Result<Response<Body>, std::convert::Infallible> {
+        let resp = match self.receive(&req).await {
+            Ok(outcome) => {
+                let (status, detail) = match &outcome {
+                    Outcome::Applied => ("applied", None),
+                    Outcome::Duplicate => ("duplicate", None),
+                    Outcome::Ignored(why) => ("ignored", Some(why.clone())),
+                };
+                json_response(
+                    StatusCode::OK,
+                    &serde_json::json!({"received": true, "outcome": status, "detail": detail}),
+                )
+            }
+            Err(WebhookError::BadRequest(why)) => {
+                tracing::warn!(reason = %why, "webhook refused");
+                json_response(
+                    StatusCode::BAD_REQUEST,
+                    &serde_json::json!({"error": {"code": "invalid_request", "message": why}}),
+                )
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "webhook failed; Stripe will retry");
+                json_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &serde_json::json!({"error": {"code": "internal_error", "message": "internal error"}}),
+                )
+            }
+        };
+        let (parts, body) = resp.into_parts();
+        Ok(Response::from_parts(parts, Body::Text(body)))
+    }
+
+    /// Verifies, parses and processes one delivery.
+    pub async fn receive(&self, req: &Request) -> Result<Outcome, WebhookError> {
+        let secret = self
+            .webhook_secret
+            .get()
+            .await
+            .map_err(|e| WebhookError::Config(e.to_string()))?;
+        let header = req
+            .headers()
+            .get("stripe-signature")
+            .and_then(|v| v.to_str().ok());
+        let body = req.body().as_ref();
+        signature::verify(
+            header,
+            body,
+            secrecy::ExposeSecret::expose_secret(&secret).as_bytes(),
+            self.clock.now().timestamp(),
+        )
+        .map_err(|e| WebhookError::BadRequest(e.to_string()))?;
+        let event: StripeEvent = serde_json::from_slice(body)
+            .map_err(|e| WebhookError::BadRequest(format!("body is not a Stripe event: {e}")))?;
+        self.process(&event).await
+    }
+
+    /// Processes a verified event.
+    pub async fn process(&self, ev: &StripeEvent) -> Result<Outcome, WebhookError> {
+        if self.store.is_claimed(ClaimScope::StripeEvent, &ev.id).await? {
+            tracing::info!(event = %ev.id, kind = %ev.kind, "duplicate event");
+            return Ok(Outcome::Duplicate);
+        }
+        let obj = &ev.data.object;
+        let outcome = match ev.kind.as_str() {
+            "checkout.session.completed" | "checkout.session.async_payment_succeeded" => {
+                self.checkout_completed(ev, obj).await?
+            }
+            "customer.subscription.created"
+            | "customer.subscription.updated"
+            | "customer.subscription.deleted"
+            | "customer.subscription.paused"
+            | "customer.subscription.resumed" => match str_at(obj, &["id"]) {
+                Some(id) => {
+                    self.sync_subscription(ev, &id, tollgate_id(obj), None)
+                        .await?
+                }
+                None => Outcome::Ignored("subscription object without id".into()),
+            },
+            "invoice.paid" | "invoice.payment_succeeded" | "invoice.payment_failed" => {
+                match invoice_subscription(obj) {
+                    Some((sub, hint)) => self.sync_subscription(ev, &sub, hint, None).await?,
+                    None => Outcome::Ignored("invoice of no subscription".into()),
+                }
+            }
+            other => Outcome::Ignored(format!("event type {other} is not handled")),
+        };
+        match &outcome {
+            Outcome::Ignored(why) => tracing::info!(
+                event = %ev.id, kind = %ev.kind, api_version = ?ev.api_version, reason = %why,
+                "event accepted and ignored"
+            ),
+            o => tracing::info!(event = %ev.id, kind = %ev.kind, outcome = ?o, "event processed"),
+        }
+        Ok(outcome)
+    }
+
+    async fn checkout_completed(
+        &self,
+        ev: &StripeEvent,
+        session: &Value,
+    ) -> Result<Outcome, WebhookError> {
+        if str_at(session, &["metadata", metadata::CREDIT_AMOUNT]).is_some() {
+            return self.credit_purchase_completed(ev, session).await;
+        }
+        let Some(hint) = tollgate_id(session) else {
+            return Ok(Outcome::Ignored("checkout session not started by tollgate".into()));
+        };
+        let session_id = str_at(session, &["id"]);
+        match str_at(session, &["mode"]).as_deref() {
+            Some("subscription") => match id_at(session, "subscription") {
+                Some(stripe_sub) => {
+                    self.sync_subscription(ev, &stripe_sub, Some(hint), session_id)
+                        .await
+                }
+                None => Ok(Outcome::Ignored("subscription session without subscription".into())),
+            },
+            Some("payment") => {
+                // An asynchronous payment method (bank debit) completes the session unpaid;
+                // `checkout.session.async_payment_succeeded` follows when the money arrives.
+                if str_at(session, &["payment_status"]).as_deref() != Some("paid") {
+                    return Ok(Outcome::Ignored("payment not received yet".into()));
+                }
+                self.one_time_paid(ev, &hint, session_id).await
+            }
+            other => Ok(Outcome::Ignored(format!("checkout mode {other:?}"))),
+        }
+    }
+
+    /// A paid `mode=payment` session that buys prepaid credit (metadata
+    /// `tollgate_credit_amount`).
+    ///
+    /// HOOK FOR THE CREDIT ENGINE: this is where the credit purchase is to be applied (the
+    /// balance top-up and its `CreditMovement`, keyed by the session id so a re-delivered
+    /// event cannot credit twice, together with the `Write::Claim` of `ev.id` in one commit).
+    /// Until it is filled, the event is accepted and logged without any write, so nothing is
+    /// claimed and a later deploy can still apply a re-sent event.
+    pub async fn credit_purchase_completed(
+        &self,
+        ev: &StripeEvent,
+        session: &Value,
+    ) -> Result<Outcome, WebhookError> {
+        let amount = str_at(session, &["metadata", metadata::CREDIT_AMOUNT]);
+        tracing::warn!(
+            event = %ev.id, session = ?str_at(session, &["id"]), amount = ?amount,
+            "credit purchase received; credit top-up is not wired yet"
+        );
+        Ok(Outcome::Ignored("credit purchase not applied yet".into()))
+    }
+
+    /// Re-reads the Stripe subscription and applies its current status.
+    ///
+    /// Every attempt reads DynamoDB first and Stripe second, and commits under the version it
+    /// read: if another delivery committed in between, this commit fails and the next attempt
+    /// reads Stripe again, so an older Stripe read never overwrites a newer one.
+    async fn sync_subscription(
+        &self,
+        ev: &StripeEvent,
+        stripe_sub: &str,
+        hint: Option<SubscriptionId>,
+        session_id: Option<String>,
+    ) -> Result<Outcome, WebhookError> {
+        let stripe_id = StripeId::parse(stripe_sub)
+            .map_err(|e| WebhookError::BadRequest(format!("subscription id: {e}")))?;
+        for _ in 0..MAX_ATTEMPTS {
+            let mut found = match &hint {
+                Some(id) => self.store.get_subscription(id).await?,
+                None => self.store.find_subscription_by_stripe_id(&stripe_id).await?,
+            };
+            let snap = match self.payments.get_subscription(&stripe_id).await {
+                Ok(s) => s,
+                Err(PaymentsError::NotFound(what)) => {
+                    return Ok(Outcome::Ignored(format!("Stripe has no {what}")));
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if found.is_none() {
+                // The first event about a subscription can arrive before the one naming it
+                // (no hint, no stored Stripe id yet): its metadata names it.
+                if let Some(id) = snap
+                    .metadata
+                    .get(metadata::SUBSCRIPTION_ID)
+                    .and_then(|s| SubscriptionId::parse(s.as_str()).ok())
+                {
+                    found = self.store.get_subscription(&id).await?;
+                }
+            }
+            let Some(mut sub) = found else {
+                return Ok(Outcome::Ignored(format!(
+                    "no tollgate subscription for {stripe_id}"
+                )));
+            };
+            if let Some(other) = &sub.stripe_subscription_id
+                && *other != snap.id
+            {
+                tracing::warn!(subscription = %sub.id, stored = %other, event_for = %snap.id, "event about another Stripe subscription");
+                return Ok(Outcome::Ignored("tollgate subscription is bound to another Stripe subscription".into()));
+            }
+            let version = sub.version;
+            let now = self.clock.now();
+            sub.stripe_subscription_id = Some(snap.id.clone());
+            sub.stripe_customer_id = Some(snap.customer.clone());
+            if let Some(s) = session_id
+                .as_deref()
+                .and_then(|s| StripeId::parse(s).ok())
+            {
+                sub.stripe_checkout_session_id = Some(s);
+            }
+            sub.current_period_start = snap.current_period_start.or(sub.current_period_start);
+            sub.current_period_end = snap.current_period_end.or(sub.current_period_end);
+            sub.cancel_at_period_end = snap.cancel_at_period_end;
+            let effects: &[Effect] = match BillingFact::of_stripe(&snap.status) {
+                Some(fact) => lifecycle::apply(&mut sub, fact, now),
+                None => {
+                    tracing::warn!(subscription = %sub.id, status = ?snap.status, "unknown Stripe status; state kept");
+                    &[]
+                }
+            };
+            match self.commit_effects(ev, sub, version, effects, now).await? {
+                Some(outcome) => return Ok(outcome),
+                None => continue,
+            }
+        }
+        Err(WebhookError::Retry(
+            "subscription kept changing concurrently".into(),
+        ))
+    }
+
+    /// A paid one-time product: access from now, until the product's access end.
+    async fn one_time_paid(
+        &self,
+        ev: &StripeEvent,
+        id: &SubscriptionId,
+        session_id: Option<String>,
+    ) -> Result<Outcome, WebhookError> {
+        for _ in 0..MAX_ATTEMPTS {
+            let Some(mut sub) = self.store.get_subscription(id).await? else {
+                return Ok(Outcome::Ignored(format!("no tollgate subscription {id}")));
+            };
+            let version = sub.version;
+            let now = self.clock.now();
+            let paid_at = DateTime::from_timestamp(ev.created, 0).unwrap_or(now);
+            if let Some(s) = session_id
+                .as_deref()
+                .and_then(|s| StripeId::parse(s).ok())
+            {
+                sub.stripe_checkout_session_id = Some(s);
+            }
+            let access = self
+                .catalog
+                .product(sub.product_id.as_str())
+                .and_then(|p| p.access.clone());
+            if sub.access_expires_at.is_none() {
+                sub.access_expires_at = match access {
+                    Some(Access::Until(date)) => {
+                        Some(date.and_hms_opt(0, 0, 0).expect("midnight").and_utc())
+                    }
+                    Some(Access::Days(days)) => Some(paid_at + Duration::days(i64::from(days))),
+                    None => None,
+                };
+            }
+            let expired = sub.access_expires_at.is_some_and(|end| end <= now);
+            let fact = if expired {
+                BillingFact::AccessExpired
+            } else {
+                BillingFact::Paid
+            };
+            let effects = lifecycle::apply(&mut sub, fact, now);
+            match self.commit_effects(ev, sub, version, effects, now).await? {
+                Some(outcome) => return Ok(outcome),
+                None => continue,
+            }
+        }
+        Err(WebhookError::Retry(
+            "subscription kept changing concurrently".into(),
+        ))
+    }
+
+    /// Commits the claim of `ev` with the subscription (under `version`), then publishes what
+    /// the transition means. `None`: the subscription changed under us, try again.
+    async fn commit_effects(
+        &self,
+        ev: &StripeEvent,
+        mut sub: Subscription,
+        version: u64,
+        effects: &[Effect],
+        now: Timestamp,
+    ) -> Result<Option<Outcome>, WebhookError> {
+        if let Some(created) = DateTime::from_timestamp(ev.created, 0) {
+            sub.last_stripe_event_at = Some(sub.last_stripe_event_at.map_or(created, |t| t.max(created)));
+        }
+        let writes = vec![
+            Write::Claim {
+                scope: ClaimScope::StripeEvent,
+                id: ev.id.clone(),
+                expires_at: now + Duration::days(CLAIM_TTL_DAYS),
+            },
+            Write::PutSubscription {
+                subscription: sub.clone(),
+                expect: Expect::Version(version),
+            },
+        ];
+        match self.store.commit(writes).await {
+            Ok(()) => {}
+            Err(StoreError::Conflict { index: 0, .. }) => return Ok(Some(Outcome::Duplicate)),
+            Err(e) if e.is_conflict() => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+        if !effects.is_empty() {
+            tracing::info!(subscription = %sub.id, status = sub.status.as_str(), effects = ?effects, "subscription changed");
+        }
+        let mut events: Vec<DomainEvent> = effects.iter().map(|e| e.event(&sub, now)).collect();
+        if effects.contains(&Effect::Activated) {
+            // The key minted at checkout works from now on: announce it (without the key).
+            for key in self.store.list_api_keys(&sub.id).await? {
+                if key.revoked_at.is_none() {
+                    events.push(DomainEvent::ApiKeyIssued {
+                        subscription_id: key.subscription_id,
+                        consumer_id: key.consumer_id,
+                        key_prefix: key.prefix,
+                        at: now,
+                    });
+                }
+            }
+        }
+        if !events.is_empty()
+            && let Err(e) = self.publisher.publish(&events).await
+        {
+            // The state is committed and the event claimed: a retry would be a duplicate. The
+            // loss is logged loudly for the operator (the events can be re-derived from state).
+            tracing::error!(error = %e, subscription = %sub.id, "domain events not published");
+        }
+        Ok(Some(Outcome::Applied))
+    }
+}
+
+/// A string at a path of a JSON object.
+fn str_at(v: &Value, path: &[&str]) -> Option<String> {
+    let mut cur = v;
+    for k in path {
+        cur = cur.get(k)?;
+    }
+    cur.as_str().map(String::from)
+}
+
+/// An id field that may be a plain id or an expanded object.
+fn id_at(v: &Value, field: &str) -> Option<String> {
+    match v.get(field)? {
+        Value::String(s) => Some(s.clone()),
+        Value::Object(o) => o.get("id")?.as_str().map(String::from),
+        _ => None,
+    }
+}
+
+/// The tollgate subscription named in an object's metadata.
+fn tollgate_id(obj: &Value) -> Option<SubscriptionId> {
+    str_at(obj, &["metadata", metadata::SUBSCRIPTION_ID])
+        .and_then(|s| SubscriptionId::parse(s).ok())
+}
+
+/// The subscription of an invoice and the tollgate id in its metadata. Since API version
+/// 2025-03-31 it is under `parent.subscription_details`; before, `subscription` and
+/// `subscription_details` were top-level. Both are read, so either version works.
+fn invoice_subscription(invoice: &Value) -> Option<(String, Option<SubscriptionId>)> {
+    let details = invoice
+        .get("parent")
+        .and_then(|p| p.get("subscription_details"))
+        .filter(|d| !d.is_null());
+    let sub = details
+        .and_then(|d| id_at(d, "subscription"))
+        .or_else(|| id_at(invoice, "subscription"))?;
+    let hint = details
+        .and_then(tollgate_id)
+        .or_else(|| invoice.get("subscription_details").and_then(tollgate_id));
+    Some((sub, hint))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invoices_of_either_api_version_name_their_subscription() {
+        let new = serde_json::json!({
+            "object": "invoice",
+            "parent": {"type": "subscription_details", "subscription_details": {
+                "subscription": "sub_1", "metadata": {"tollgate_subscription_id": "tgsub_a"}}}
+        });
+        assert_eq!(
+            invoice_subscription(&new),
+            Some(("sub_1".into(), Some(SubscriptionId::parse("tgsub_a").unwrap())))
+        );
+        let old = serde_json::json!({"object": "invoice", "subscription": {"id": "sub_2"}});
+        assert_eq!(invoice_subscription(&old), Some(("sub_2".into(), None)));
+        let none = serde_json::json!({"object": "invoice", "parent": null, "subscription": null});
+        assert_eq!(invoice_subscription(&none), None);
+    }
+
+    #[test]
+    fn envelopes_parse_leniently() {
+        let ev: StripeEvent = serde_json::from_value(serde_json::json!({
+            "id": "evt_1", "object": "event", "type": "x.y", "created": 1,
+            "api_version": "2019-01-01", "something_new": {"a": 1},
+            "data": {"object": {"whatever": true}}
+        }))
+        .unwrap();
+        assert_eq!(ev.kind, "x.y");
+        assert!(serde_json::from_value::<StripeEvent>(serde_json::json!({"id": "evt_1"})).is_err());
+    }
+}
