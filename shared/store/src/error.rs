@@ -39,8 +39,7 @@ pub(crate) fn classify_transaction<R>(err: SdkError<TransactWriteItemsError, R>)
 where
     R: std::fmt::Debug + Send + Sync + 'static,
 {
-    if let Some(TransactWriteItemsError::TransactionCanceledException(e)) = err.as_service_error()
-    {
+    if let Some(TransactWriteItemsError::TransactionCanceledException(e)) = err.as_service_error() {
         return from_cancellation(e.cancellation_reasons());
     }
     classify(err, 0)
@@ -77,7 +76,10 @@ fn from_cancellation(reasons: &[CancellationReason]) -> StoreError {
     let text = format!("transaction cancelled: {}", failed.join("; "));
     if codes.iter().any(|c| *c == "ValidationError") {
         StoreError::Invalid(text)
-    } else if codes.iter().any(|c| *c == "ItemCollectionSizeLimitExceeded") {
+    } else if codes
+        .iter()
+        .any(|c| *c == "ItemCollectionSizeLimitExceeded")
+    {
         StoreError::TooLarge(text)
     } else {
         // TransactionConflict, ThrottlingError, ProvisionedThroughputExceeded and unknowns.

@@ -30,7 +30,7 @@ use write::{Action, Item, s};
 pub use write::{MAX_TRANSACTION_BYTES, MAX_TRANSACTION_ITEMS};
 
 /// The environment variable naming the table (the template passes `!Ref TollgateTable`).
-pub const TABLE_NAME_ENV: &str = "TOLLGATE_TABLE_NAME";
+pub const TABLE_NAME_ENV: &str = "TABLE_NAME";
 
 /// The DynamoDB store. Cheap to clone; build it once per process (Lambda init) and share it.
 #[derive(Debug, Clone)]
@@ -520,7 +520,9 @@ impl Store for DynamoStore {
                 let sk = item
                     .get(keys::GSI4SK)
                     .and_then(|v| v.as_s().ok())
-                    .ok_or_else(|| StoreError::Corrupt("usage index entry without gsi4sk".into()))?;
+                    .ok_or_else(|| {
+                        StoreError::Corrupt("usage index entry without gsi4sk".into())
+                    })?;
                 let (sub, meter) = sk
                     .split_once('#')
                     .ok_or_else(|| StoreError::Corrupt(format!("usage index entry {sk}")))?;
@@ -541,7 +543,7 @@ impl Store for DynamoStore {
                 keys::GSI4PK,
                 keys::GSI4SK,
                 keys::ACCESS_EXPIRY.into(),
-                SkCond::Between(String::new(), format!("{}#~", keys::sort_time(at))),
+                SkCond::Between("0".into(), format!("{}#~", keys::sort_time(at))),
             ))
             .await?;
         // The index holds keys only: read the subscriptions in batches, and re-check them,
@@ -568,7 +570,10 @@ impl Store for DynamoStore {
         Ok(due)
     }
 
-    async fn get_credit_balance(&self, consumer: &ConsumerId) -> StoreResult<Option<CreditBalance>> {
+    async fn get_credit_balance(
+        &self,
+        consumer: &ConsumerId,
+    ) -> StoreResult<Option<CreditBalance>> {
         self.get(keys::credit_balance(consumer)).await
     }
 

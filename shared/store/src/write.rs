@@ -69,9 +69,7 @@ impl Op {
     pub fn approx_size(&self) -> usize {
         let item_size = match &self.action {
             Action::Put(item) => item.iter().map(|(k, v)| k.len() + av_size(v)).sum(),
-            Action::Update(expr) => {
-                self.key.pk.len() + self.key.sk.len() + expr.len() + 4
-            }
+            Action::Update(expr) => self.key.pk.len() + self.key.sk.len() + expr.len() + 4,
         };
         let values: usize = self.values.values().map(av_size).sum();
         item_size + values + self.condition.as_ref().map_or(0, String::len)
@@ -114,7 +112,12 @@ fn av_size(v: &AttributeValue) -> usize {
         AttributeValue::B(b) => b.as_ref().len(),
         AttributeValue::Bool(_) | AttributeValue::Null(_) => 1,
         AttributeValue::L(l) => 3 + l.iter().map(|v| 1 + av_size(v)).sum::<usize>(),
-        AttributeValue::M(m) => 3 + m.iter().map(|(k, v)| 1 + k.len() + av_size(v)).sum::<usize>(),
+        AttributeValue::M(m) => {
+            3 + m
+                .iter()
+                .map(|(k, v)| 1 + k.len() + av_size(v))
+                .sum::<usize>()
+        }
         AttributeValue::Ss(l) | AttributeValue::Ns(l) => l.iter().map(String::len).sum(),
         AttributeValue::Bs(l) => l.iter().map(|b| b.as_ref().len()).sum(),
         _ => 16,
@@ -138,6 +141,9 @@ fn item_of<T: Serialize>(
 ) -> Result<Item, StoreError> {
     let mut item: Item = serde_dynamo::aws_sdk_dynamodb_1::to_item(value)
         .map_err(|e| StoreError::Invalid(format!("cannot marshal {kind}: {e}")))?;
+    // `None` is stored as no attribute rather than NULL: update expressions such as
+    // `if_not_exists(revoked_at, ...)` then see an unset field as absent, and items stay small.
+    item.retain(|_, v| !matches!(v, AttributeValue::Null(true)));
     item.insert(keys::PK.into(), s(&key.pk));
     item.insert(keys::SK.into(), s(&key.sk));
     item.insert(keys::KIND.into(), s(kind));
