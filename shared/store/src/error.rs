@@ -74,12 +74,9 @@ fn from_cancellation(reasons: &[CancellationReason]) -> StoreError {
         .filter(|c| *c != "None")
         .collect();
     let text = format!("transaction cancelled: {}", failed.join("; "));
-    if codes.iter().any(|c| *c == "ValidationError") {
+    if codes.contains(&"ValidationError") {
         StoreError::Invalid(text)
-    } else if codes
-        .iter()
-        .any(|c| *c == "ItemCollectionSizeLimitExceeded")
-    {
+    } else if codes.contains(&"ItemCollectionSizeLimitExceeded") {
         StoreError::TooLarge(text)
     } else {
         // TransactionConflict, ThrottlingError, ProvisionedThroughputExceeded and unknowns.
