@@ -7,8 +7,8 @@
 //! product agree with each other). An operator fixes a catalog in one pass, not one error per run.
 
 use crate::catalog::{
-    Access, CATALOG_VERSION, Catalog, MAX_AMOUNT, MAX_DECIMAL_PLACES, Meter, PriceComponent,
-    Product, Tier, UnitPrice,
+    Access, CATALOG_VERSION, Catalog, MAX_AMOUNT, MAX_DECIMAL_PLACES, Meter, Package,
+    PriceComponent, Product, Tier, UnitPrice,
 };
 use crate::money::MinorUnits;
 use serde::de::DeserializeOwned;
@@ -105,7 +105,9 @@ pub fn from_value(value: &Value) -> Result<Catalog, Vec<CatalogError>> {
                     } else {
                         typed::<Meter>(item, &path).map(drop)
                     };
-                    errors.extend(result.err());
+                    if let Err(e) = result {
+                        errors.extend(sharpen(e, item, &path));
+                    }
                 }
                 top.insert(list.to_string(), Value::Array(Vec::new()));
             }
@@ -118,6 +120,32 @@ pub fn from_value(value: &Value) -> Result<Catalog, Vec<CatalogError>> {
         errors.push(first);
     }
     Err(errors)
+}
+
+/// A price component is an internally tagged enum, which serde buffers, so its errors stop at
+/// `products[i].prices[k]`. Re-reads the price's tiers and package on their own to point at
+/// the exact tier or field.
+fn sharpen(e: CatalogError, product: &Value, product_path: &str) -> Vec<CatalogError> {
+    let Some(k) = e
+        .path
+        .strip_prefix(&format!("{product_path}.prices["))
+        .and_then(|rest| rest.strip_suffix(']'))
+        .and_then(|k| k.parse::<usize>().ok())
+    else {
+        return vec![e];
+    };
+    let price = &product["prices"][k];
+    let at = format!("{product_path}.prices[{k}]");
+    let mut precise = Vec::new();
+    if let Some(tiers) = price["tiers"].as_array() {
+        for (j, tier) in tiers.iter().enumerate() {
+            precise.extend(typed::<Tier>(tier, &format!("{at}.tiers[{j}]")).err());
+        }
+    }
+    if !price["package"].is_null() {
+        precise.extend(typed::<Package>(&price["package"], &format!("{at}.package")).err());
+    }
+    if precise.is_empty() { vec![e] } else { precise }
 }
 
 /// Deserializes `value` as `T`, reporting the path of the first shape error under `prefix`.

@@ -8,5 +8,11 @@ use tollgate_domain::Catalog;
 pub fn catalog(path: &Path) -> anyhow::Result<Catalog> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read catalog {}", path.display()))?;
-    Catalog::from_json(&text).with_context(|| format!("catalog {} is invalid", path.display()))
+    Catalog::from_json(&text).map_err(|errors| {
+        anyhow::anyhow!(
+            "catalog {} is invalid ({} errors):\n{errors}",
+            path.display(),
+            errors.0.len()
+        )
+    })
 }
