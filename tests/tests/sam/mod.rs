@@ -1,0 +1,81 @@
+//! template.yaml as the tests read it (shared by events.rs and template.rs): the functions and the HTTP API routes of each.
+
+use serde_yaml::Value;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the repository")
+        .to_path_buf()
+}
+
+/// The template, with CloudFormation's short tags (`!Ref`, `!Sub`) kept as tagged values.
+pub fn load() -> Value {
+    let text = std::fs::read_to_string(repo_root().join("template.yaml")).expect("template.yaml");
+    serde_yaml::from_str(&text).expect("template.yaml is YAML")
+}
+
+/// One `AWS::Serverless::Function` of the template.
+#[derive(Debug, Clone)]
+pub struct Function {
+    pub logical_id: String,
+    pub code_uri: String,
+    pub properties: Value,
+    pub metadata: Value,
+    /// `"METHOD /path/{param}"` of each `HttpApi` event, as API Gateway writes `routeKey`.
+    pub routes: Vec<String>,
+}
+
+impl Function {
+    /// The crate folder name under `functions/` (`checkout`, `stripe-webhook`, ...).
+    pub fn crate_dir_name(&self) -> &str {
+        self.code_uri.rsplit('/').next().unwrap_or(&self.code_uri)
+    }
+}
+
+pub fn functions(template: &Value) -> Vec<Function> {
+    let resources = template["Resources"].as_mapping().expect("Resources");
+    let mut out = Vec::new();
+    for (id, res) in resources {
+        if res["Type"].as_str() != Some("AWS::Serverless::Function") {
+            continue;
+        }
+        let props = &res["Properties"];
+        let code_uri = props["CodeUri"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{id:?}: CodeUri must be a plain path"))
+            .trim_end_matches('/')
+            .to_owned();
+        let mut routes = Vec::new();
+        if let Some(events) = props["Events"].as_mapping() {
+            for (_, ev) in events {
+                if ev["Type"].as_str() == Some("HttpApi") {
+                    let p = &ev["Properties"];
+                    routes.push(format!(
+                        "{} {}",
+                        p["Method"].as_str().expect("Method"),
+                        p["Path"].as_str().expect("Path")
+                    ));
+                }
+            }
+        }
+        out.push(Function {
+            logical_id: id.as_str().expect("logical id").to_owned(),
+            code_uri,
+            properties: props.clone(),
+            metadata: res["Metadata"].clone(),
+            routes,
+        });
+    }
+    out
+}
+
+/// Routes by function crate folder.
+pub fn routes_by_function(template: &Value) -> BTreeMap<String, Vec<String>> {
+    functions(template)
+        .into_iter()
+        .map(|f| (f.crate_dir_name().to_owned(), f.routes.clone()))
+        .collect()
+}
