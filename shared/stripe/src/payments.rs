@@ -12,7 +12,7 @@ use stripe_checkout::checkout_session::{
     CreateCheckoutSession, CreateCheckoutSessionLineItems, CreateCheckoutSessionLineItemsPriceData,
     CreateCheckoutSessionPaymentIntentData, CreateCheckoutSessionSubscriptionData,
 };
-use stripe_core::customer::CreateCustomer;
+use stripe_core::customer::{CreateCustomer, SearchCustomer};
 use stripe_core::customer_balance_transaction::CreateCustomerCustomerBalanceTransaction;
 use stripe_product::price::ListPrice;
 use tokio::sync::Mutex;
@@ -77,6 +77,16 @@ impl Payments for StripeAdapter {
         consumer: &ConsumerId,
         email: Option<&str>,
     ) -> PaymentsResult<StripeId> {
+        // A customer made earlier (beyond Stripe's 24-hour idempotency window) is found by
+        // its metadata; Stripe's search lags writes by up to a minute, which the key covers.
+        let query = format!("metadata['{}']:'{consumer}'", metadata::CONSUMER_ID);
+        let found = self
+            .client
+            .get(&SearchCustomer::new(query).limit(1))
+            .await?;
+        if let Some(existing) = found.data.first() {
+            return stripe_id(existing.id.as_str());
+        }
         let mut req = CreateCustomer::new().metadata(HashMap::from([(
             metadata::CONSUMER_ID.to_string(),
             consumer.to_string(),
@@ -85,8 +95,7 @@ impl Payments for StripeAdapter {
             req = req.email(email);
         }
         // The key is the consumer alone: two portal requests racing for a new consumer get the
-        // one customer Stripe created first. (The caller stores the id; after Stripe's 24-hour
-        // key window a repeat call would create another customer.)
+        // one customer Stripe created first.
         let customer = self
             .client
             .post(&req, &format!("tollgate:customer:{consumer}"))

@@ -265,6 +265,18 @@ async fn checkout_subscription_meter_events_and_credit() {
     assert_eq!(customer, b.unwrap());
     let stored = emulator.object(customer.as_str()).unwrap();
     assert_eq!(stored["metadata"][metadata::CONSUMER_ID], "acme");
+    // Later (other parameters, or past the 24-hour key window) the consumer's customer is
+    // found by its metadata instead of created again.
+    let later = stripe
+        .ensure_customer(&consumer, Some("new-billing@acme.test"))
+        .await
+        .unwrap();
+    assert_eq!(later, customer);
+    let creates = writes(&emulator)
+        .iter()
+        .filter(|r| r.path == "/v1/customers" && !r.replayed)
+        .count();
+    assert_eq!(creates, 1, "one customer created");
 
     let product = catalog.product("standard").unwrap();
     let (mode, line_items) =
@@ -391,4 +403,38 @@ async fn catalog_sync_trait_observes_what_it_wrote() {
     let want = desired(&catalog).unwrap();
     assert_eq!(observed.prices.len(), want.prices.len());
     assert!(observed.prices.iter().all(|p| p.spec.is_some() && p.active));
+}
+
+#[tokio::test]
+async fn a_sync_that_failed_midway_completes_on_the_next_run_without_duplicates() {
+    let (emulator, stripe) = start().await;
+    let catalog = example();
+    let want = desired(&catalog).unwrap();
+    // Stripe keeps failing price creation longer than the retries last.
+    emulator.inject_fault("POST", "/v1/prices", 500, 100);
+    let err = sync_catalog(&stripe, &catalog, false).await.unwrap_err();
+    assert!(err.to_string().contains("unavailable"), "{err}");
+    emulator.clear_faults();
+
+    let resumed = sync_catalog(&stripe, &catalog, false).await.unwrap();
+    assert_eq!(
+        resumed.actions.len(),
+        want.prices.len(),
+        "only the prices were left to do: {:#?}",
+        resumed.actions
+    );
+    let created_prices = writes(&emulator)
+        .iter()
+        .filter(|r| r.path == "/v1/prices" && r.status == 200 && !r.replayed)
+        .count();
+    assert_eq!(created_prices, want.prices.len(), "no duplicate prices");
+    emulator.clear_request_log();
+    assert!(
+        sync_catalog(&stripe, &catalog, false)
+            .await
+            .unwrap()
+            .actions
+            .is_empty()
+    );
+    assert_eq!(emulator.write_request_count(), 0);
 }
