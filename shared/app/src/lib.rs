@@ -5,6 +5,8 @@
 pub mod auth;
 pub mod aws;
 pub mod config;
+pub mod credit;
+pub mod entitlement;
 pub mod error;
 pub mod json;
 pub mod telemetry;

@@ -1,0 +1,222 @@
+//! Prepaid credit as the functions apply it: purchases (from the Stripe webhook), and keeping
+//! the keys' credit gates in step with the account (see `tollgate_domain::entitlement`).
+
+use tollgate_domain::Catalog;
+use tollgate_domain::credit::{CreditAccount, CreditPolicy};
+use tollgate_domain::entitlement::{GateFact, KeyGate};
+use tollgate_domain::ids::ConsumerId;
+use tollgate_domain::money::MinorUnits;
+use tollgate_domain::ports::{
+    ApiKey, CreditMovement, CreditReason, EntitlementReads, Expect, Store, StoreError, StoreResult,
+    Write,
+};
+use tollgate_domain::time::Timestamp;
+
+/// What the credit and entitlement code needs from a store (DynamoDB in production and tests).
+pub trait CreditStore: Store + EntitlementReads {}
+impl<T: Store + EntitlementReads + ?Sized> CreditStore for T {}
+
+/// A DynamoDB transaction holds at most 100 items.
+pub const MAX_COMMIT_ITEMS: usize = 100;
+/// Optimistic-concurrency attempts before giving up with 503 (each loser re-reads; a handful of
+/// concurrent writers on one consumer settle well within this).
+pub const MAX_ATTEMPTS: usize = 8;
+
+/// The operator's credit settings from [`crate::Settings`].
+pub fn policy(settings: &crate::Settings) -> CreditPolicy {
+    CreditPolicy {
+        floor: settings.credit_overdraft_floor.min(0),
+        low_threshold: settings.credit_low_threshold,
+    }
+}
+
+/// The version the store gives an account written with `expect`.
+pub fn stored_version(expect: Expect) -> u64 {
+    match expect {
+        Expect::Absent => 0,
+        Expect::Version(v) => v + 1,
+    }
+}
+
+/// The consumer's account for a change: the stored one (with the expectation to write it
+/// back under), or a new empty one.
+pub async fn load_account(
+    store: &(impl CreditStore + ?Sized),
+    consumer: &ConsumerId,
+    now: Timestamp,
+) -> StoreResult<(CreditAccount, Expect)> {
+    Ok(match store.get_credit_account(consumer).await? {
+        Some(a) => {
+            let v = a.version;
+            (a, Expect::Version(v))
+        }
+        None => (CreditAccount::open(consumer.clone(), now), Expect::Absent),
+    })
+}
+
+/// The live keys whose credit gate follows this consumer's account: keys of its subscriptions
+/// to prepaid products.
+pub async fn prepaid_keys(
+    store: &(impl CreditStore + ?Sized),
+    catalog: &Catalog,
+    consumer: &ConsumerId,
+) -> StoreResult<Vec<(ApiKey, KeyGate)>> {
+    let mut out = Vec::new();
+    for sub in store.list_subscriptions(consumer).await? {
+        let prepaid = catalog
+            .product(sub.product_id.as_str())
+            .is_some_and(|p| p.prepaid);
+        if !prepaid || sub.status.is_final() {
+            continue;
+        }
+        for (key, gate) in store.list_key_entitlements(&sub.id).await? {
+            if key.revoked_at.is_none() {
+                out.push((key, gate));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Gate writes that copy an account's blocked state (at `version`) onto the keys that do not
+/// show it yet.
+pub fn credit_gate_writes(keys: &[(ApiKey, KeyGate)], blocked: bool, version: u64) -> Vec<Write> {
+    let fact = GateFact::Credit {
+        no_credit: blocked,
+        version,
+    };
+    keys.iter()
+        .filter(|(_, gate)| gate.needs(&fact))
+        .map(|(key, _)| Write::SetKeyGate {
+            hash: key.hash.clone(),
+            fact,
+        })
+        .collect()
+}
+
+/// Applies gate writes one by one, outside any transaction. A conflict means the key already
+/// holds a newer copy of the fact (or is gone), which is fine: newest wins.
+pub async fn apply_gate_writes(
+    store: &(impl CreditStore + ?Sized),
+    writes: Vec<Write>,
+) -> StoreResult<()> {
+    for w in writes {
+        match store.commit(vec![w]).await {
+            Ok(()) | Err(StoreError::Conflict { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// A paid credit purchase: a Checkout Session in `payment` mode whose metadata carries
+/// `tollgate_credit_amount` (`ports::metadata::CREDIT_AMOUNT`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreditPurchase {
+    pub consumer_id: ConsumerId,
+    /// The Checkout Session id (`cs_...`): a purchase is applied once per session.
+    pub checkout_session_id: String,
+    /// Credit bought, minor units (> 0).
+    pub amount: MinorUnits,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PurchaseOutcome {
+    /// The balance grew by the purchase.
+    Applied { balance: MinorUnits },
+    /// This session was applied before (a re-delivered webhook): nothing changed.
+    AlreadyApplied { balance: MinorUnits },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CreditError {
+    #[error("amount: a credit purchase must be positive (got {0})")]
+    NotPositive(MinorUnits),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the credit account of {0} kept changing; retry")]
+    Contended(ConsumerId),
+}
+
+/// **For the Stripe webhook**: call on `checkout.session.completed` of a `payment`-mode session
+/// for credit (metadata `tollgate_credit_amount`), once the session is paid
+/// (`payment_status = paid`). Grows the consumer's balance by the amount exactly once per
+/// Checkout Session — the session id is recorded as a `CreditMovement` in the same transaction
+/// as the balance, so a re-delivered event answers [`PurchaseOutcome::AlreadyApplied`] — and
+/// lifts the 402 from the consumer's keys in that same transaction, so the next entitlement
+/// check already allows the call (no propagation delay).
+///
+/// An error is worth a non-2xx answer: Stripe re-delivers and this function re-checks the
+/// keys' gates even when the purchase was applied already.
+///
+/// In Stripe the purchase is the Checkout payment itself; tollgate does not also put it on the
+/// customer balance, which Stripe would spend on the consumer's next invoice of *any*
+/// subscription while tollgate's balance pays for the usage too (see `docs/usage.md`, "Prepaid
+/// credit").
+pub async fn apply_credit_purchase(
+    store: &(impl CreditStore + ?Sized),
+    catalog: &Catalog,
+    purchase: &CreditPurchase,
+    policy: CreditPolicy,
+    now: Timestamp,
+) -> Result<PurchaseOutcome, CreditError> {
+    if purchase.amount <= 0 {
+        return Err(CreditError::NotPositive(purchase.amount));
+    }
+    for _ in 0..MAX_ATTEMPTS {
+        let (mut account, expect) = load_account(store, &purchase.consumer_id, now).await?;
+        let top_up = account.top_up(purchase.amount, policy, now);
+        let version = stored_version(expect);
+        let keys = prepaid_keys(store, catalog, &purchase.consumer_id).await?;
+        let gates = credit_gate_writes(&keys, top_up.is_blocked, version);
+        let mut writes = vec![
+            Write::PutCreditMovement(CreditMovement {
+                consumer_id: purchase.consumer_id.clone(),
+                reason: CreditReason::Purchase,
+                id: purchase.checkout_session_id.clone(),
+                amount: purchase.amount,
+                at: now,
+            }),
+            Write::PutCreditAccount {
+                account: account.clone(),
+                expect,
+            },
+        ];
+        // A consumer with more prepaid keys than one transaction holds gets the rest right
+        // after: those writes carry the account version, so they cannot undo a newer change.
+        let room = MAX_COMMIT_ITEMS - writes.len();
+        let (now_gates, later_gates) = if gates.len() > room {
+            let mut g = gates;
+            let later = g.split_off(room);
+            (g, later)
+        } else {
+            (gates, Vec::new())
+        };
+        writes.extend(now_gates);
+        match store.commit(writes).await {
+            Ok(()) => {
+                apply_gate_writes(store, later_gates).await?;
+                return Ok(PurchaseOutcome::Applied {
+                    balance: account.balance,
+                });
+            }
+            Err(StoreError::Conflict { index: 0, .. }) => {
+                // Applied before. Its gate writes may not all have landed (a crash between
+                // the transaction and the overflow writes): copy the current state again.
+                let (current, expect) = load_account(store, &purchase.consumer_id, now).await?;
+                if expect != Expect::Absent {
+                    let keys = prepaid_keys(store, catalog, &purchase.consumer_id).await?;
+                    let writes = credit_gate_writes(&keys, current.is_blocked(), current.version);
+                    apply_gate_writes(store, writes).await?;
+                }
+                return Ok(PurchaseOutcome::AlreadyApplied {
+                    balance: current.balance,
+                });
+            }
+            // The account moved under us (a batch drew it down): read again.
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(CreditError::Contended(purchase.consumer_id.clone()))
+}
