@@ -7,6 +7,7 @@
 //! The endpoint comes from the standard AWS environment (`AWS_ENDPOINT_URL_DYNAMODB` in tests
 //! and the local stack); nothing here knows whether it talks to AWS or DynamoDB Local.
 
+mod entitlement;
 mod error;
 pub mod keys;
 mod write;

@@ -358,6 +358,9 @@ pub(crate) fn op_of(write: Write, now: Timestamp) -> Result<Op, StoreError> {
             let item = item_of(&m, &key, "credit_movement", &[])?;
             create_only(key, item)
         }
+        w @ (Write::PutCreditAccount { .. } | Write::SetKeyGate { .. }) => {
+            crate::entitlement::op_of(w)?
+        }
     })
 }
 
