@@ -108,7 +108,13 @@ mod tests {
         assert_eq!(c.meter_events_per_second, 500);
 
         let bad = RunConfig::from_lookup(|k| (k == "BILLING_CONCURRENCY").then(|| "0".into()));
-        assert!(matches!(bad, Err(RunConfigError::NotANumber { name: "BILLING_CONCURRENCY", .. })));
+        assert!(matches!(
+            bad,
+            Err(RunConfigError::NotANumber {
+                name: "BILLING_CONCURRENCY",
+                ..
+            })
+        ));
         // Stripe rejects meter events older than 35 days.
         let too_late =
             RunConfig::from_lookup(|k| (k == "BILLING_LATE_WINDOW_HOURS").then(|| "1000".into()));

@@ -127,6 +127,9 @@ mod tests {
             parse(&json!({"mode": "weekly"}), now()),
             Err(InputError::Mode("weekly".into()))
         );
-        assert!(matches!(parse(&json!([1]), now()), Err(InputError::NotAnObject(_))));
+        assert!(matches!(
+            parse(&json!([1]), now()),
+            Err(InputError::NotAnObject(_))
+        ));
     }
 }

@@ -112,7 +112,8 @@ impl BillingRun {
         event: lambda_runtime::LambdaEvent<Value>,
     ) -> Result<RunSummary, RunError> {
         let request = input::parse(&event.payload, self.clock.now())?;
-        let deadline = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(event.context.deadline);
+        let deadline =
+            SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(event.context.deadline);
         self.run(request, Some(deadline)).await
     }
 
@@ -153,7 +154,12 @@ impl BillingRun {
             .await
     }
 
-    async fn nightly(&self, date: NaiveDate, now: Timestamp, ctx: &Ctx<'_>) -> Result<(), RunError> {
+    async fn nightly(
+        &self,
+        date: NaiveDate,
+        now: Timestamp,
+        ctx: &Ctx<'_>,
+    ) -> Result<(), RunError> {
         let cfg = &self.config.billing;
         let until = billing::date_start(date) + Duration::days(1);
         let cutoff = billing::cutoff(until, now, cfg);
@@ -164,7 +170,8 @@ impl BillingRun {
         self.reconcile(now, ctx).await?;
 
         let work = self.metered_work(window_start, cutoff).await?;
-        self.bill(work, window_start, cutoff, now, Pass::All, ctx).await;
+        self.bill(work, window_start, cutoff, now, Pass::All, ctx)
+            .await;
 
         let complete = {
             let s = ctx.summary.lock().expect("summary");
@@ -327,8 +334,9 @@ impl BillingRun {
         now: Timestamp,
         ctx: &Ctx<'_>,
     ) -> Result<(), Failure> {
-        let store_failure =
-            |e: StoreError| Failure::new(&t.sub.id, Some(t.meter), &e.to_string(), e.is_retryable());
+        let store_failure = |e: StoreError| {
+            Failure::new(&t.sub.id, Some(t.meter), &e.to_string(), e.is_retryable())
+        };
         let ledger = self
             .store
             .ledger_entries(&t.sub.id, t.meter, window_start)
@@ -395,12 +403,16 @@ impl BillingRun {
                         .push(entry.identifier);
                 }
                 SliceAction::LateUnbilled { slice, quantity } => {
-                    ctx.summary.lock().expect("summary").late_unbilled.push(LateUsage {
-                        subscription_id: t.sub.id.clone(),
-                        meter: t.meter.clone(),
-                        from: slice.from,
-                        quantity,
-                    });
+                    ctx.summary
+                        .lock()
+                        .expect("summary")
+                        .late_unbilled
+                        .push(LateUsage {
+                            subscription_id: t.sub.id.clone(),
+                            meter: t.meter.clone(),
+                            from: slice.from,
+                            quantity,
+                        });
                 }
                 SliceAction::Inconsistent { reason, .. } => {
                     return Err(Failure::new(&t.sub.id, Some(t.meter), &reason, false));
@@ -429,10 +441,14 @@ impl BillingRun {
         };
         self.meter_events.acquire().await;
         ctx.summary.lock().expect("summary").stripe_calls += 1;
-        self.payments
-            .report_meter_event(&event)
-            .await
-            .map_err(|e| payments_failure(&t.sub.id, Some(t.meter), &e))?;
+        match self.payments.report_meter_event(&event).await {
+            Ok(()) => {}
+            // Stripe already holds this identifier: an earlier send of this very claim got
+            // through (identifiers are unique per claim), only its answer was lost.
+            Err(PaymentsError::InvalidRequest { code: Some(code), .. })
+                if code == "resource_already_exists" => {}
+            Err(e) => return Err(payments_failure(&t.sub.id, Some(t.meter), &e)),
+        }
         {
             let mut s = ctx.summary.lock().expect("summary");
             s.reported += 1;
@@ -472,7 +488,11 @@ impl BillingRun {
                 ctx.summary.lock().expect("summary").failed.push(f);
                 continue;
             }
-            ctx.summary.lock().expect("summary").expired.push(sub.id.clone());
+            ctx.summary
+                .lock()
+                .expect("summary")
+                .expired
+                .push(sub.id.clone());
         }
         Ok(())
     }

@@ -17,7 +17,12 @@ pub struct Failure {
 }
 
 impl Failure {
-    pub fn new(sub: &SubscriptionId, meter: Option<&MeterId>, error: &str, retryable: bool) -> Self {
+    pub fn new(
+        sub: &SubscriptionId,
+        meter: Option<&MeterId>,
+        error: &str,
+        retryable: bool,
+    ) -> Self {
         Self {
             subscription_id: sub.clone(),
             meter: meter.cloned(),
