@@ -13,7 +13,7 @@ use hmac::{Hmac, Mac};
 use sam as template;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The signing secret of `events/stripe-webhook/*` (documented in `events/README.md`).
 const SAMPLE_WEBHOOK_SECRET: &str = "whsec_tollgate_sample_events_only";
@@ -64,7 +64,7 @@ fn match_route(route_path: &str, path: &str) -> Option<BTreeMap<String, String>>
     Some(params)
 }
 
-fn check_http_sample(function: &str, routes: &[String], file: &PathBuf, text: &str) {
+fn check_http_sample(function: &str, routes: &[String], file: &Path, text: &str) {
     let name = file.display();
     // What lambda_http hands the handler...
     let request = lambda_http::request::from_str(text)
@@ -180,7 +180,7 @@ fn verify_stripe_signature(header: &str, body: &[u8]) -> Result<(), String> {
     }
 }
 
-fn check_authorizer_sample(file: &PathBuf, text: &str) {
+fn check_authorizer_sample(file: &Path, text: &str) {
     let name = file.display();
     let event: ApiGatewayCustomAuthorizerRequestTypeRequest = serde_json::from_str(text)
         .unwrap_or_else(|e| panic!("{name}: not a REQUEST authorizer event: {e}"));
@@ -206,7 +206,7 @@ fn check_authorizer_sample(file: &PathBuf, text: &str) {
     );
 }
 
-fn check_billing_run_sample(file: &PathBuf, text: &str) {
+fn check_billing_run_sample(file: &Path, text: &str) {
     let name = file.display();
     let payload: Value = serde_json::from_str(text).unwrap();
     if payload.get("detail-type").is_some() {
