@@ -1065,3 +1065,25 @@ async fn an_unreachable_store_is_unavailable_not_a_conflict() {
     let r = store.get_consumer(&cid("c1")).await;
     assert!(matches!(r, Err(StoreError::Unavailable(_))), "{r:?}");
 }
+
+#[tokio::test]
+async fn an_item_that_does_not_parse_is_corrupt_not_absent() {
+    use aws_sdk_dynamodb::types::AttributeValue::S;
+    let table = fresh_table().await;
+    // A consumer item without `created_at` (written by hand, as a bad migration might).
+    table
+        .client
+        .put_item()
+        .table_name(&table.table_name)
+        .item("pk", S("CONSUMER#c_bad".into()))
+        .item("sk", S("CONSUMER".into()))
+        .item("id", S("c_bad".into()))
+        .send()
+        .await
+        .unwrap();
+    let r = table.store.get_consumer(&cid("c_bad")).await;
+    match r {
+        Err(StoreError::Corrupt(msg)) => assert!(msg.contains("CONSUMER#c_bad"), "{msg}"),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+}
