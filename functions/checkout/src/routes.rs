@@ -118,7 +118,10 @@ impl Checkout {
             .catalog
             .product(input.product_id.as_str())
             .ok_or_else(|| {
-                ApiError::bad_request("product_id", format!("unknown product {}", input.product_id))
+                ApiError::bad_request(
+                    "product_id",
+                    format!("unknown product {}", input.product_id),
+                )
             })?
             .clone();
         // No open redirect: Stripe sends the consumer's browser to these URLs after payment.
@@ -509,7 +512,8 @@ impl Checkout {
                         .await
                         .map_err(payments_error)?;
                     sub.cancel_at_period_end = snap.cancel_at_period_end;
-                    sub.current_period_start = snap.current_period_start.or(sub.current_period_start);
+                    sub.current_period_start =
+                        snap.current_period_start.or(sub.current_period_start);
                     sub.current_period_end = snap.current_period_end.or(sub.current_period_end);
                     sub.updated_at = now;
                 }
@@ -641,14 +645,20 @@ fn new_id(prefix: &str) -> SubscriptionId {
 /// allows `https://portal.example.com/ok?x=1` but not `https://portal.example.com.evil.io` or
 /// `https://portal.example.com@evil.io`. An empty allow-list allows nothing.
 pub fn return_url_allowed(url: &str, allowlist: &[String]) -> bool {
-    if url.chars().any(|c| c.is_whitespace() || c.is_control() || c == '\\') {
+    if url
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == '\\')
+    {
         return false;
     }
     allowlist.iter().any(|prefix| {
         !prefix.is_empty()
             && url.starts_with(prefix.as_str())
             && (prefix.ends_with('/')
-                || matches!(url[prefix.len()..].chars().next(), None | Some('/' | '?' | '#')))
+                || matches!(
+                    url[prefix.len()..].chars().next(),
+                    None | Some('/' | '?' | '#')
+                ))
     })
 }
 

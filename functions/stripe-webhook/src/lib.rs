@@ -32,8 +32,7 @@ use tollgate_domain::events::DomainEvent;
 use tollgate_domain::ids::{StripeId, SubscriptionId};
 use tollgate_domain::lifecycle::{self, BillingFact, Effect};
 use tollgate_domain::ports::{
-    ClaimScope, EventPublisher, Expect, Payments, PaymentsError, Store, StoreError, Write,
-    metadata,
+    ClaimScope, EventPublisher, Expect, Payments, PaymentsError, Store, StoreError, Write, metadata,
 };
 use tollgate_domain::subscription::Subscription;
 use tollgate_domain::time::{Clock, DateTime, Duration, Timestamp};
@@ -158,7 +157,11 @@ impl Webhook {
 
     /// Processes a verified event.
     pub async fn process(&self, ev: &StripeEvent) -> Result<Outcome, WebhookError> {
-        if self.store.is_claimed(ClaimScope::StripeEvent, &ev.id).await? {
+        if self
+            .store
+            .is_claimed(ClaimScope::StripeEvent, &ev.id)
+            .await?
+        {
             tracing::info!(event = %ev.id, kind = %ev.kind, "duplicate event");
             return Ok(Outcome::Duplicate);
         }
@@ -205,7 +208,9 @@ impl Webhook {
             return self.credit_purchase_completed(ev, session).await;
         }
         let Some(hint) = tollgate_id(session) else {
-            return Ok(Outcome::Ignored("checkout session not started by tollgate".into()));
+            return Ok(Outcome::Ignored(
+                "checkout session not started by tollgate".into(),
+            ));
         };
         let session_id = str_at(session, &["id"]);
         match str_at(session, &["mode"]).as_deref() {
@@ -214,7 +219,9 @@ impl Webhook {
                     self.sync_subscription(ev, &stripe_sub, Some(hint), session_id)
                         .await
                 }
-                None => Ok(Outcome::Ignored("subscription session without subscription".into())),
+                None => Ok(Outcome::Ignored(
+                    "subscription session without subscription".into(),
+                )),
             },
             Some("payment") => {
                 // An asynchronous payment method (bank debit) completes the session unpaid;
@@ -266,7 +273,11 @@ impl Webhook {
         for _ in 0..MAX_ATTEMPTS {
             let mut found = match &hint {
                 Some(id) => self.store.get_subscription(id).await?,
-                None => self.store.find_subscription_by_stripe_id(&stripe_id).await?,
+                None => {
+                    self.store
+                        .find_subscription_by_stripe_id(&stripe_id)
+                        .await?
+                }
             };
             let snap = match self.payments.get_subscription(&stripe_id).await {
                 Ok(s) => s,
@@ -295,16 +306,15 @@ impl Webhook {
                 && *other != snap.id
             {
                 tracing::warn!(subscription = %sub.id, stored = %other, event_for = %snap.id, "event about another Stripe subscription");
-                return Ok(Outcome::Ignored("tollgate subscription is bound to another Stripe subscription".into()));
+                return Ok(Outcome::Ignored(
+                    "tollgate subscription is bound to another Stripe subscription".into(),
+                ));
             }
             let version = sub.version;
             let now = self.clock.now();
             sub.stripe_subscription_id = Some(snap.id.clone());
             sub.stripe_customer_id = Some(snap.customer.clone());
-            if let Some(s) = session_id
-                .as_deref()
-                .and_then(|s| StripeId::parse(s).ok())
-            {
+            if let Some(s) = session_id.as_deref().and_then(|s| StripeId::parse(s).ok()) {
                 sub.stripe_checkout_session_id = Some(s);
             }
             sub.current_period_start = snap.current_period_start.or(sub.current_period_start);
@@ -341,10 +351,7 @@ impl Webhook {
             let version = sub.version;
             let now = self.clock.now();
             let paid_at = DateTime::from_timestamp(ev.created, 0).unwrap_or(now);
-            if let Some(s) = session_id
-                .as_deref()
-                .and_then(|s| StripeId::parse(s).ok())
-            {
+            if let Some(s) = session_id.as_deref().and_then(|s| StripeId::parse(s).ok()) {
                 sub.stripe_checkout_session_id = Some(s);
             }
             let access = self
@@ -388,7 +395,8 @@ impl Webhook {
         now: Timestamp,
     ) -> Result<Option<Outcome>, WebhookError> {
         if let Some(created) = DateTime::from_timestamp(ev.created, 0) {
-            sub.last_stripe_event_at = Some(sub.last_stripe_event_at.map_or(created, |t| t.max(created)));
+            sub.last_stripe_event_at =
+                Some(sub.last_stripe_event_at.map_or(created, |t| t.max(created)));
         }
         let writes = vec![
             Write::Claim {
@@ -489,7 +497,10 @@ mod tests {
         });
         assert_eq!(
             invoice_subscription(&new),
-            Some(("sub_1".into(), Some(SubscriptionId::parse("tgsub_a").unwrap())))
+            Some((
+                "sub_1".into(),
+                Some(SubscriptionId::parse("tgsub_a").unwrap())
+            ))
         );
         let old = serde_json::json!({"object": "invoice", "subscription": {"id": "sub_2"}});
         assert_eq!(invoice_subscription(&old), Some(("sub_2".into(), None)));

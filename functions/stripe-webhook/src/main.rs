@@ -15,7 +15,10 @@ async fn main() -> Result<(), Error> {
     let app = Webhook {
         store: Arc::new(store),
         payments: Arc::new(tollgate_stripe::StripeAdapter::from_config(&stripe)?),
-        publisher: Arc::new(tollgate_events::EventBridgePublisher::new(&sdk, &settings.event_bus_name)),
+        publisher: Arc::new(tollgate_events::EventBridgePublisher::new(
+            &sdk,
+            &settings.event_bus_name,
+        )),
         clock: Arc::new(SystemClock),
         catalog: settings.catalog.clone(),
         webhook_secret: settings.stripe_webhook_secret.clone(),
