@@ -41,8 +41,8 @@ impl StripeConfig {
 
 /// Bounded retries with jittered exponential backoff.
 ///
-/// Stripe documents 409 (lock timeout, concurrent use of one idempotency key), 429 and 5xx as
-/// transient; with the same Idempotency-Key a retry cannot do the work twice.
+/// Stripe documents 409 (lock timeout, concurrent use of one idempotency key), 424 (external
+/// dependency failed), 429 and 5xx as transient; with the same Idempotency-Key a retry cannot do the work twice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// Total attempts, including the first.
@@ -176,7 +176,7 @@ pub(crate) fn is_retryable(err: &StripeError) -> bool {
 }
 
 pub(crate) fn retryable_status(status: u16) -> bool {
-    matches!(status, 409 | 429 | 500..=599)
+    matches!(status, 409 | 424 | 429 | 500..=599)
 }
 
 fn short(err: &StripeError) -> String {
@@ -256,7 +256,7 @@ mod tests {
 
     #[test]
     fn only_transient_failures_are_retried() {
-        for s in [409, 429, 500, 502, 503] {
+        for s in [409, 424, 429, 500, 502, 503] {
             assert!(retryable_status(s), "{s}");
         }
         for s in [400, 401, 402, 403, 404] {

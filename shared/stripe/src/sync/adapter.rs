@@ -6,7 +6,7 @@ use crate::convert::{currency, stripe_id};
 use async_trait::async_trait;
 use rust_decimal::Decimal;
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::str::FromStr;
 use stripe_billing::billing_meter::{
     CreateBillingMeter, CreateBillingMeterCustomerMapping, CreateBillingMeterCustomerMappingType,
@@ -76,21 +76,17 @@ impl StripeAdapter {
         }
     }
 
-    async fn list_products(&self) -> PaymentsResult<Vec<stripe_shared::Product>> {
+    /// The products with these ids (active or not), without paging through the account.
+    async fn products_by_id(&self, ids: &[String]) -> PaymentsResult<Vec<stripe_shared::Product>> {
         let mut all = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
-            let mut req = ListProduct::new().limit(PAGE);
-            if let Some(a) = &after {
-                req = req.starting_after(a.clone());
-            }
-            let page = self.client.get(&req).await?;
-            after = page.data.last().map(|p| p.id.to_string());
+        for chunk in ids.chunks(50) {
+            let page = self
+                .client
+                .get(&ListProduct::new().ids(chunk.to_vec()).limit(PAGE))
+                .await?;
             all.extend(page.data);
-            if !page.has_more || after.is_none() {
-                return Ok(all);
-            }
         }
+        Ok(all)
     }
 
     async fn meter_id(&self, event_name: &str) -> PaymentsResult<String> {
@@ -341,13 +337,11 @@ impl CatalogSync for StripeAdapter {
             })
             .collect::<PaymentsResult<Vec<_>>>()?;
 
-        let wanted_products: BTreeSet<&str> =
-            desired.products.iter().map(|p| p.id.as_str()).collect();
+        let wanted_products: Vec<String> = desired.products.iter().map(|p| p.id.clone()).collect();
         let products = self
-            .list_products()
+            .products_by_id(&wanted_products)
             .await?
             .into_iter()
-            .filter(|p| wanted_products.contains(p.id.as_str()))
             .map(|p| ObservedProduct {
                 spec: ProductSpec {
                     id: p.id.to_string(),
