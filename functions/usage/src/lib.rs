@@ -20,8 +20,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tollgate_app::credit::{
-    CreditStore, MAX_ATTEMPTS, MAX_COMMIT_ITEMS, apply_gate_writes, credit_gate_writes,
-    load_account, prepaid_keys, stored_version,
+    CreditStore, MAX_COMMIT_ITEMS, apply_gate_writes, credit_gate_writes, load_account,
+    prepaid_keys, stored_version,
 };
 use tollgate_app::error::json_response;
 use tollgate_app::{ApiError, FieldError, Secret};
@@ -36,6 +36,12 @@ use tollgate_domain::time::{Clock, Duration, Timestamp, hour_start};
 use tollgate_domain::usage::{
     self, BatchError, IngestWindow, MAX_BODY_BYTES, Rejection, UsageBatch, UsageState,
 };
+
+/// Attempts at committing one batch. A loser of a race (another batch of the same consumer's
+/// credit account, or DynamoDB cancelling one of two transactions on one bucket) re-plans;
+/// each round has a winner, so this covers well over a dozen concurrent batches of one
+/// consumer before the gateway sees a 503 and retries later.
+pub const MAX_ATTEMPTS: usize = 16;
 
 /// The usage function's dependencies, built once per Lambda instance.
 pub struct Usage {
@@ -579,13 +585,13 @@ impl From<StoreError> for IngestError {
     }
 }
 
-/// Retry pause for a contended commit: 20–80 ms, growing, with jitter from the clock.
+/// Retry pause for a contended commit: growing with the attempt (10–320 ms), with jitter.
 fn backoff(attempt: usize) -> std::time::Duration {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
-    let base = 20 * attempt as u64;
+    let base = 10 * attempt.min(8) as u64;
     std::time::Duration::from_millis(base + u64::from(nanos) % (base * 3 + 1))
 }
 

@@ -1,0 +1,893 @@
+//! Usage ingestion, prepaid credit and the entitlement check, end to end: the usage function's
+//! handler and the authorizer on DynamoDB Local (a fresh table per test) and the real
+//! EventBridge publisher against the capture server.
+//!
+//! The store is the real `DynamoStore` behind `Probe`, which counts requests and can fail a
+//! commit before or after DynamoDB applied it (the "lost answer" case), to inject failures
+//! between writes. Nothing here imitates DynamoDB.
+
+use async_trait::async_trait;
+use chrono::{Duration, Utc};
+use futures::future::join_all;
+use serde_json::{Value, json};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use tollgate_app::Secret;
+use tollgate_app::credit::{CreditPurchase, PurchaseOutcome, apply_credit_purchase};
+use tollgate_domain::Catalog;
+use tollgate_domain::credit::{CreditAccount, CreditPolicy};
+use tollgate_domain::entitlement::{KeyGate, status_gate_write};
+use tollgate_domain::ids::{ApiKeyHash, ConsumerId, MeterId, ProductId, StripeId, SubscriptionId};
+use tollgate_domain::ports::{
+    ApiKey, ClaimScope, Consumer, CreditBalance, CreditMovement, EntitlementReads, Expect,
+    LedgerEntry, Page, Store, StoreError, StoreResult, UsageBucket, Write,
+};
+use tollgate_domain::subscription::{Subscription, SubscriptionStatus};
+use tollgate_domain::time::{FixedClock, NaiveDate, Timestamp, hour_start};
+use tollgate_domain::usage::IngestWindow;
+use tollgate_events::EventBridgePublisher;
+use tollgate_store::DynamoStore;
+use tollgate_testkit::eventbridge::EventBridgeCapture;
+use usage::Usage;
+
+const GATEWAY_SECRET: &str = "gw-secret-for-tests";
+
+fn catalog() -> Catalog {
+    serde_json::from_value(json!({
+        "version": 1, "currency": "usd",
+        "meters": [{"id": "api_calls", "name": "API calls"}, {"id": "bytes", "name": "Bytes"}],
+        "products": [
+            {"id": "free", "name": "Free", "quota": {"meter": "api_calls", "limit": 100},
+             "rate_limit_per_minute": 100},
+            {"id": "payg", "name": "PAYG", "interval": "month", "rate_limit_per_minute": 200,
+             "prices": [{"type": "per_unit", "key": "calls", "meter": "api_calls", "unit_amount_decimal": "0.15"}]},
+            {"id": "credits", "name": "Prepaid", "prepaid": true, "rate_limit_per_minute": 300,
+             "credit": {"packs": [1000]},
+             "prices": [{"type": "per_unit", "key": "calls", "meter": "api_calls", "unit_amount": 1}]}
+        ]
+    }))
+    .expect("test catalog")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Probe: the real store, counted, with failures on demand.
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// The commit is not sent; the caller sees a failure.
+    Before,
+    /// The commit is applied, then the caller sees a failure (the answer was lost).
+    After,
+    /// Let this commit through untouched.
+    Pass,
+}
+
+struct Probe {
+    inner: DynamoStore,
+    commits: AtomicUsize,
+    items: AtomicUsize,
+    reads: AtomicUsize,
+    faults: Mutex<VecDeque<Fault>>,
+}
+
+impl Probe {
+    fn new(inner: DynamoStore) -> Self {
+        Self {
+            inner,
+            commits: AtomicUsize::new(0),
+            items: AtomicUsize::new(0),
+            reads: AtomicUsize::new(0),
+            faults: Mutex::new(VecDeque::new()),
+        }
+    }
+    fn fail_next(&self, faults: &[Fault]) {
+        self.faults.lock().unwrap().extend(faults.iter().copied());
+    }
+    fn counts(&self) -> (usize, usize, usize) {
+        (
+            self.commits.load(Ordering::SeqCst),
+            self.items.load(Ordering::SeqCst),
+            self.reads.load(Ordering::SeqCst),
+        )
+    }
+    fn reset(&self) {
+        self.commits.store(0, Ordering::SeqCst);
+        self.items.store(0, Ordering::SeqCst);
+        self.reads.store(0, Ordering::SeqCst);
+    }
+    fn read(&self) {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+fn injected() -> StoreError {
+    StoreError::Unavailable("injected failure".into())
+}
+
+#[async_trait]
+impl Store for Probe {
+    async fn commit(&self, writes: Vec<Write>) -> StoreResult<()> {
+        let fault = self.faults.lock().unwrap().pop_front();
+        if fault == Some(Fault::Before) {
+            return Err(injected());
+        }
+        self.commits.fetch_add(1, Ordering::SeqCst);
+        self.items.fetch_add(writes.len(), Ordering::SeqCst);
+        self.inner.commit(writes).await?;
+        if fault == Some(Fault::After) {
+            return Err(injected());
+        }
+        Ok(())
+    }
+    async fn is_claimed(&self, scope: ClaimScope, id: &str) -> StoreResult<bool> {
+        self.read();
+        self.inner.is_claimed(scope, id).await
+    }
+    async fn get_consumer(&self, id: &ConsumerId) -> StoreResult<Option<Consumer>> {
+        self.read();
+        self.inner.get_consumer(id).await
+    }
+    async fn find_consumer_by_stripe_customer(
+        &self,
+        id: &StripeId,
+    ) -> StoreResult<Option<Consumer>> {
+        self.read();
+        self.inner.find_consumer_by_stripe_customer(id).await
+    }
+    async fn get_subscription(&self, id: &SubscriptionId) -> StoreResult<Option<Subscription>> {
+        self.read();
+        self.inner.get_subscription(id).await
+    }
+    async fn find_subscription_by_stripe_id(
+        &self,
+        id: &StripeId,
+    ) -> StoreResult<Option<Subscription>> {
+        self.read();
+        self.inner.find_subscription_by_stripe_id(id).await
+    }
+    async fn list_subscriptions(&self, c: &ConsumerId) -> StoreResult<Vec<Subscription>> {
+        self.read();
+        self.inner.list_subscriptions(c).await
+    }
+    async fn list_all_subscriptions(
+        &self,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Page<Subscription>> {
+        self.read();
+        self.inner.list_all_subscriptions(cursor, limit).await
+    }
+    async fn get_api_key(&self, hash: &ApiKeyHash) -> StoreResult<Option<ApiKey>> {
+        self.read();
+        self.inner.get_api_key(hash).await
+    }
+    async fn list_api_keys(&self, s: &SubscriptionId) -> StoreResult<Vec<ApiKey>> {
+        self.read();
+        self.inner.list_api_keys(s).await
+    }
+    async fn usage_buckets(
+        &self,
+        s: &SubscriptionId,
+        m: &MeterId,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> StoreResult<Vec<UsageBucket>> {
+        self.read();
+        self.inner.usage_buckets(s, m, from, to).await
+    }
+    async fn ledger_entries(
+        &self,
+        s: &SubscriptionId,
+        m: &MeterId,
+        since: Timestamp,
+    ) -> StoreResult<Vec<LedgerEntry>> {
+        self.read();
+        self.inner.ledger_entries(s, m, since).await
+    }
+    async fn metered_on(&self, day: NaiveDate) -> StoreResult<Vec<(SubscriptionId, MeterId)>> {
+        self.read();
+        self.inner.metered_on(day).await
+    }
+    async fn access_expiring_by(&self, at: Timestamp) -> StoreResult<Vec<Subscription>> {
+        self.read();
+        self.inner.access_expiring_by(at).await
+    }
+    async fn get_credit_balance(&self, c: &ConsumerId) -> StoreResult<Option<CreditBalance>> {
+        self.read();
+        self.inner.get_credit_balance(c).await
+    }
+    async fn list_credit_movements(&self, c: &ConsumerId) -> StoreResult<Vec<CreditMovement>> {
+        self.read();
+        self.inner.list_credit_movements(c).await
+    }
+}
+
+#[async_trait]
+impl EntitlementReads for Probe {
+    async fn get_credit_account(&self, c: &ConsumerId) -> StoreResult<Option<CreditAccount>> {
+        self.read();
+        self.inner.get_credit_account(c).await
+    }
+    async fn get_key_entitlement(&self, h: &ApiKeyHash) -> StoreResult<Option<(ApiKey, KeyGate)>> {
+        self.read();
+        self.inner.get_key_entitlement(h).await
+    }
+    async fn list_key_entitlements(
+        &self,
+        s: &SubscriptionId,
+    ) -> StoreResult<Vec<(ApiKey, KeyGate)>> {
+        self.read();
+        self.inner.list_key_entitlements(s).await
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The world of one test.
+// ---------------------------------------------------------------------------------------------
+
+struct World {
+    store: Arc<Probe>,
+    capture: EventBridgeCapture,
+    catalog: Arc<Catalog>,
+    usage: Arc<Usage>,
+    now: Timestamp,
+    policy: CreditPolicy,
+}
+
+/// Half past the current hour: every record of a test lies in one UTC hour, and the claims'
+/// expiry (which DynamoDB compares with the real clock) is in the future.
+fn test_now() -> Timestamp {
+    hour_start(Utc::now()) + Duration::minutes(30)
+}
+
+async fn world_with(policy: CreditPolicy) -> World {
+    let store = Arc::new(Probe::new(tollgate_testkit::dynamo::fresh_store().await));
+    let capture = EventBridgeCapture::start().await;
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(tollgate_events::https_client())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_eventbridge::config::Credentials::new(
+            "AKIDTEST", "secret", None, None, "test",
+        ))
+        .endpoint_url(capture.endpoint_url())
+        .load()
+        .await;
+    let publisher = Arc::new(EventBridgePublisher::new(&sdk, "tollgate-test-bus"));
+    let catalog = Arc::new(catalog());
+    let now = test_now();
+    let usage = Arc::new(Usage::new(
+        store.clone(),
+        publisher,
+        catalog.clone(),
+        policy,
+        IngestWindow::default(),
+        Arc::new(FixedClock(now)),
+        Secret::from_value("GATEWAY_SECRET", GATEWAY_SECRET),
+    ));
+    World {
+        store,
+        capture,
+        catalog,
+        usage,
+        now,
+        policy,
+    }
+}
+
+async fn world() -> World {
+    world_with(CreditPolicy {
+        floor: 0,
+        low_threshold: 200,
+    })
+    .await
+}
+
+impl World {
+    /// An active subscription with one key whose status gate is set in the same commit, as
+    /// the lifecycle code is asked to do. Returns the key.
+    async fn subscribe(
+        &self,
+        consumer: &str,
+        sub: &str,
+        product: &str,
+        status: SubscriptionStatus,
+    ) -> String {
+        let s = Subscription {
+            id: SubscriptionId::parse(sub).unwrap(),
+            consumer_id: ConsumerId::parse(consumer).unwrap(),
+            product_id: ProductId::parse(product).unwrap(),
+            name: "test".into(),
+            status,
+            seats: None,
+            stripe_customer_id: None,
+            stripe_subscription_id: None,
+            stripe_checkout_session_id: None,
+            current_period_start: None,
+            current_period_end: None,
+            cancel_at_period_end: false,
+            access_expires_at: None,
+            last_stripe_event_at: None,
+            created_at: self.now - Duration::days(1),
+            updated_at: self.now - Duration::days(1),
+            version: 0,
+        };
+        let key = format!("tg_{sub}_secret");
+        let hash = ApiKeyHash::of_key(&key);
+        self.store
+            .inner
+            .commit(vec![
+                Write::PutSubscription {
+                    subscription: s.clone(),
+                    expect: Expect::Absent,
+                },
+                Write::PutApiKey(ApiKey {
+                    hash: hash.clone(),
+                    prefix: key[..8].to_string(),
+                    subscription_id: s.id.clone(),
+                    consumer_id: s.consumer_id.clone(),
+                    product_id: s.product_id.clone(),
+                    created_at: s.created_at,
+                    revoked_at: None,
+                }),
+            ])
+            .await
+            .expect("subscription and key");
+        // A separate write: one transaction may not touch the key item twice.
+        self.store
+            .inner
+            .commit(vec![status_gate_write(&s, 0, &hash)])
+            .await
+            .expect("status gate");
+        key
+    }
+
+    async fn post(&self, body: &[u8], secret: &str) -> (u16, Value) {
+        let req = http::Request::builder()
+            .method("POST")
+            .uri("/usage")
+            .header("authorization", format!("Bearer {secret}"))
+            .header("content-type", "application/json")
+            .body(lambda_http::Body::from(body.to_vec()))
+            .unwrap();
+        self.send(req).await
+    }
+
+    async fn entitlement(&self, key: &str) -> Value {
+        let req = http::Request::builder()
+            .method("GET")
+            .uri(format!("/entitlements/{key}"))
+            .header("authorization", format!("Bearer {GATEWAY_SECRET}"))
+            .body(lambda_http::Body::Empty)
+            .unwrap();
+        let (status, v) = self.send(req).await;
+        assert_eq!(status, 200, "{v}");
+        v
+    }
+
+    async fn send(&self, req: lambda_http::Request) -> (u16, Value) {
+        let resp = self.usage.handle(req).await.unwrap();
+        let status = resp.status().as_u16();
+        let body = match resp.body() {
+            lambda_http::Body::Text(t) => t.clone(),
+            other => panic!("unexpected body {other:?}"),
+        };
+        (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+    }
+
+    async fn total(&self, sub: &str) -> u64 {
+        self.store
+            .inner
+            .usage_buckets(
+                &SubscriptionId::parse(sub).unwrap(),
+                &MeterId::parse("api_calls").unwrap(),
+                self.now - Duration::days(5),
+                self.now + Duration::days(1),
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|b| b.quantity)
+            .sum()
+    }
+
+    async fn buy(&self, consumer: &str, session: &str, amount: i64) -> PurchaseOutcome {
+        apply_credit_purchase(
+            self.store.as_ref(),
+            &self.catalog,
+            &CreditPurchase {
+                consumer_id: ConsumerId::parse(consumer).unwrap(),
+                checkout_session_id: session.into(),
+                amount,
+            },
+            self.policy,
+            self.now,
+        )
+        .await
+        .expect("credit purchase")
+    }
+
+    async fn balance(&self, consumer: &str) -> i64 {
+        self.store
+            .inner
+            .get_credit_account(&ConsumerId::parse(consumer).unwrap())
+            .await
+            .unwrap()
+            .expect("account")
+            .balance
+    }
+
+    fn count(&self, detail_type: &str) -> usize {
+        self.capture
+            .detail_types()
+            .iter()
+            .filter(|t| *t == detail_type)
+            .count()
+    }
+}
+
+/// A batch of `n` one-call records, spread over `subs`, in the current hour.
+fn batch(id: &str, subs: &[&str], n: usize, now: Timestamp) -> Vec<u8> {
+    let records: Vec<Value> = (0..n)
+        .map(|i| {
+            json!({
+                "id": format!("{id}-{i}"),
+                "subscription_id": subs[i % subs.len()],
+                "timestamp": (now - Duration::seconds((i % 1500) as i64)).to_rfc3339(),
+                "meter": "api_calls",
+                "value": 1,
+                "operation": "GET /forecast"
+            })
+        })
+        .collect();
+    serde_json::to_vec(&json!({"batch_id": id, "records": records})).unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Exactly once
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_batch_sent_three_times_counts_once() {
+    let w = world().await;
+    for s in ["sub_a", "sub_b", "sub_c"] {
+        w.subscribe("c1", s, "payg", SubscriptionStatus::Active)
+            .await;
+    }
+    let body = batch("b-seq", &["sub_a", "sub_b", "sub_c"], 30, w.now);
+    let mut dupes = Vec::new();
+    for _ in 0..3 {
+        let (status, v) = w.post(&body, GATEWAY_SECRET).await;
+        assert_eq!(status, 200, "{v}");
+        dupes.push(v["duplicate"].as_bool().unwrap());
+    }
+    assert_eq!(dupes, [false, true, true]);
+    for s in ["sub_a", "sub_b", "sub_c"] {
+        assert_eq!(w.total(s).await, 10, "{s}");
+    }
+}
+
+#[tokio::test]
+async fn a_batch_sent_three_times_concurrently_counts_once() {
+    let w = world().await;
+    for s in ["sub_a", "sub_b"] {
+        w.subscribe("c1", s, "payg", SubscriptionStatus::Active)
+            .await;
+    }
+    let body = batch("b-conc", &["sub_a", "sub_b"], 40, w.now);
+    let answers = join_all((0..3).map(|_| w.post(&body, GATEWAY_SECRET))).await;
+    let fresh = answers
+        .iter()
+        .inspect(|(status, v)| assert_eq!(*status, 200, "{v}"))
+        .filter(|(_, v)| v["duplicate"] == false)
+        .count();
+    assert_eq!(fresh, 1, "exactly one delivery counts: {answers:?}");
+    assert_eq!(w.total("sub_a").await, 20);
+    assert_eq!(w.total("sub_b").await, 20);
+}
+
+#[tokio::test]
+async fn a_retry_after_an_injected_failure_counts_once() {
+    let w = world().await;
+    w.subscribe("c1", "sub_q", "free", SubscriptionStatus::Active)
+        .await;
+
+    // 1. DynamoDB applied the batch but its answer was lost. The function's own retry finds
+    //    the claim; so does the gateway's re-send.
+    w.store.fail_next(&[Fault::After]);
+    let body = batch("b-lost", &["sub_q"], 50, w.now);
+    let (status, v) = w.post(&body, GATEWAY_SECRET).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(w.total("sub_q").await, 50);
+    let (status, v) = w.post(&body, GATEWAY_SECRET).await;
+    assert_eq!((status, v["duplicate"].as_bool()), (200, Some(true)), "{v}");
+    assert_eq!(w.total("sub_q").await, 50);
+
+    // 2. DynamoDB stays unavailable for every attempt: 503, nothing written; the gateway's
+    //    retry counts the batch.
+    w.store.fail_next(&vec![Fault::Before; usage::MAX_ATTEMPTS]);
+    let body = batch("b-never", &["sub_q"], 30, w.now);
+    let (status, v) = w.post(&body, GATEWAY_SECRET).await;
+    assert_eq!(status, 503, "{v}");
+    assert_eq!(
+        w.total("sub_q").await,
+        50,
+        "nothing of a failed commit is written"
+    );
+    let (status, v) = w.post(&body, GATEWAY_SECRET).await;
+    assert_eq!(
+        (status, v["duplicate"].as_bool()),
+        (200, Some(false)),
+        "{v}"
+    );
+    assert_eq!(w.total("sub_q").await, 80);
+    assert_eq!(w.count("QuotaThreshold"), 1, "80 % of 100 reached once");
+
+    // 3. Failure between two writes: the batch commit succeeds, the 100 % threshold claim
+    //    after it fails. The retry adds nothing and publishes the threshold once.
+    w.store.fail_next(&[Fault::Pass, Fault::Before]);
+    let body = batch("b-between", &["sub_q"], 25, w.now);
+    let (status, _) = w.post(&body, GATEWAY_SECRET).await;
+    assert_eq!(status, 503);
+    assert_eq!(w.count("QuotaThreshold"), 1);
+    let (status, v) = w.post(&body, GATEWAY_SECRET).await;
+    assert_eq!((status, v["duplicate"].as_bool()), (200, Some(true)), "{v}");
+    assert_eq!(w.total("sub_q").await, 105);
+    assert_eq!(w.count("QuotaThreshold"), 2, "100 % published by the retry");
+    assert_eq!(v["subscriptions"][0]["state"], "quota_exceeded");
+    assert_eq!(v["subscriptions"][0]["quota"]["used"], 105);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cost
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_thousand_records_over_ten_subscriptions_is_one_write_request() {
+    let w = world().await;
+    let subs: Vec<String> = (0..10).map(|i| format!("sub_{i:02}")).collect();
+    for s in &subs {
+        w.subscribe("c1", s, "payg", SubscriptionStatus::Active)
+            .await;
+    }
+    let refs: Vec<&str> = subs.iter().map(String::as_str).collect();
+    let body = batch("b-1000", &refs, 1000, w.now);
+    w.store.reset();
+    let (status, v) = w.post(&body, GATEWAY_SECRET).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["accepted"], 1000);
+    let (requests, items, reads) = w.store.counts();
+    eprintln!(
+        "1,000 records / 10 subscriptions / 1 hour: {requests} DynamoDB write request(s) \
+         carrying {items} items; {reads} read requests"
+    );
+    assert_eq!(requests, 1, "one TransactWriteItems");
+    assert_eq!(
+        items, 11,
+        "the claim + one ADD per (subscription, meter, hour)"
+    );
+    assert!(requests <= 11);
+    assert_eq!(w.usage.write_requests(), 1);
+    for s in &subs {
+        assert_eq!(w.total(s).await, 100);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bad input
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn bad_input_is_refused_with_the_field_and_writes_nothing() {
+    let w = world().await;
+    w.subscribe("c1", "sub_a", "payg", SubscriptionStatus::Active)
+        .await;
+    w.store.reset();
+    let good = batch("b-good", &["sub_a"], 3, w.now);
+
+    let (status, v) = w.post(&good, "wrong-secret").await;
+    assert_eq!(status, 401, "{v}");
+
+    let (status, v) = w
+        .post(b"{\"batch_id\": \"x\", \"records\": [", GATEWAY_SECRET)
+        .await;
+    assert_eq!(
+        (status, v["error"]["field"].as_str()),
+        (400, Some("body")),
+        "{v}"
+    );
+
+    let big = vec![b' '; tollgate_domain::usage::MAX_BODY_BYTES + 1];
+    let (status, v) = w.post(&big, GATEWAY_SECRET).await;
+    assert_eq!(
+        (status, v["error"]["field"].as_str()),
+        (413, Some("body")),
+        "{v}"
+    );
+
+    let ts = (w.now - Duration::days(4)).to_rfc3339();
+    let bad_ts = json!({"batch_id": "b-ts", "records": [
+        {"id": "ok", "subscription_id": "sub_a", "timestamp": w.now.to_rfc3339(), "meter": "api_calls"},
+        {"id": "old", "subscription_id": "sub_a", "timestamp": ts, "meter": "api_calls"},
+        {"id": "soon", "subscription_id": "sub_a", "timestamp": (w.now + Duration::hours(1)).to_rfc3339(), "meter": "api_calls"}
+    ]});
+    let (status, v) = w
+        .post(&serde_json::to_vec(&bad_ts).unwrap(), GATEWAY_SECRET)
+        .await;
+    assert_eq!(status, 422, "{v}");
+    assert_eq!(v["error"]["field"], "records[1].timestamp");
+    assert_eq!(v["error"]["details"][1]["index"], 2);
+    assert!(
+        v["error"]["details"][1]["message"]
+            .as_str()
+            .unwrap()
+            .contains("future")
+    );
+
+    let bad_meter = json!({"batch_id": "b-m", "records": [
+        {"id": "m", "subscription_id": "sub_a", "timestamp": w.now.to_rfc3339(), "meter": "calls"}
+    ]});
+    let (status, v) = w
+        .post(&serde_json::to_vec(&bad_meter).unwrap(), GATEWAY_SECRET)
+        .await;
+    assert_eq!(
+        (status, v["error"]["field"].as_str()),
+        (422, Some("records[0].meter")),
+        "{v}"
+    );
+
+    let (requests, _, _) = w.store.counts();
+    assert_eq!(requests, 0, "no refused batch writes anything");
+    for id in ["b-ts", "b-m", "x"] {
+        assert!(
+            !w.store
+                .inner
+                .is_claimed(ClaimScope::UsageBatch, id)
+                .await
+                .unwrap()
+        );
+    }
+    assert_eq!(w.total("sub_a").await, 0);
+}
+
+#[tokio::test]
+async fn records_of_unknown_and_inactive_subscriptions_are_counted_as_rejected() {
+    let w = world().await;
+    w.subscribe("c1", "sub_ok", "payg", SubscriptionStatus::Active)
+        .await;
+    w.subscribe("c1", "sub_off", "payg", SubscriptionStatus::Suspended)
+        .await;
+    let body = batch("b-mixed", &["sub_ok", "sub_off", "sub_nobody"], 9, w.now);
+    let (status, v) = w.post(&body, GATEWAY_SECRET).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        (v["accepted"].as_u64(), v["rejected"].as_u64()),
+        (Some(3), Some(6))
+    );
+    let reasons: Vec<&str> = v["rejections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        reasons
+            .iter()
+            .filter(|r| **r == "unknown_subscription")
+            .count(),
+        3
+    );
+    assert_eq!(
+        reasons
+            .iter()
+            .filter(|r| **r == "inactive_subscription")
+            .count(),
+        3
+    );
+    assert_eq!(w.total("sub_ok").await, 3);
+    assert_eq!(w.total("sub_off").await, 0);
+    let states: Vec<(&str, &str)> = v["subscriptions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["subscription_id"].as_str().unwrap(),
+                s["state"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(states, [("sub_off", "suspended"), ("sub_ok", "ok")]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Quota
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn quota_thresholds_publish_once_per_period_and_the_key_gets_429() {
+    let w = world().await;
+    let key = w
+        .subscribe("c1", "sub_f", "free", SubscriptionStatus::Active)
+        .await;
+    let wr = &w;
+    let post = |id: &'static str, n: usize| {
+        let body = batch(id, &["sub_f"], n, wr.now);
+        async move { wr.post(&body, GATEWAY_SECRET).await }
+    };
+    let (_, v) = post("q1", 79).await;
+    assert_eq!(v["subscriptions"][0]["state"], "ok");
+    assert_eq!(w.count("QuotaThreshold"), 0);
+    post("q2", 1).await;
+    assert_eq!(w.count("QuotaThreshold"), 1);
+    assert_eq!(w.entitlement(&key).await["allow"], true);
+    let (_, v) = post("q3", 25).await;
+    assert_eq!(v["subscriptions"][0]["state"], "quota_exceeded");
+    assert_eq!(v["subscriptions"][0]["quota"]["used"], 105);
+    post("q4", 1).await;
+    assert_eq!(w.count("QuotaThreshold"), 2, "80 % and 100 %, once each");
+    let percents: Vec<u64> = w
+        .capture
+        .entries()
+        .iter()
+        .map(|e| e.detail["percent"].as_u64().unwrap())
+        .collect();
+    assert_eq!(percents, [80, 100]);
+    let e = w.entitlement(&key).await;
+    assert_eq!(
+        (
+            e["allow"].as_bool(),
+            e["reason"].as_str(),
+            e["status"].as_u64()
+        ),
+        (Some(false), Some("quota_exceeded"), Some(429)),
+        "{e}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Prepaid credit
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn prepaid_credit_end_to_end_402_alerts_and_top_up() {
+    let w = world().await;
+    let key = w
+        .subscribe("dev-1", "sub_p", "credits", SubscriptionStatus::Active)
+        .await;
+
+    // Never bought: refused with 402 from the start.
+    let e = w.entitlement(&key).await;
+    assert_eq!(
+        (e["reason"].as_str(), e["status"].as_u64()),
+        (Some("no_credit"), Some(402)),
+        "{e}"
+    );
+
+    // Buy a $10 pack; the webhook's re-delivery changes nothing.
+    assert_eq!(
+        w.buy("dev-1", "cs_pack_1", 1000).await,
+        PurchaseOutcome::Applied { balance: 1000 }
+    );
+    assert_eq!(
+        w.buy("dev-1", "cs_pack_1", 1000).await,
+        PurchaseOutcome::AlreadyApplied { balance: 1000 }
+    );
+    let e = w.entitlement(&key).await;
+    assert_eq!(e["allow"], true, "{e}");
+    assert_eq!(e["rate_limit_per_minute"], 300);
+
+    // The hot path is one read.
+    w.store.reset();
+    w.entitlement(&key).await;
+    assert_eq!(w.store.counts().2, 1, "one GetItem per entitlement check");
+
+    // $9.99 of usage (999 calls at 1 cent): CreditsLow, still allowed.
+    let (_, v) = w
+        .post(&batch("p1", &["sub_p"], 999, w.now), GATEWAY_SECRET)
+        .await;
+    assert_eq!(v["subscriptions"][0]["credit_balance"], 1, "{v}");
+    assert_eq!(v["subscriptions"][0]["state"], "ok");
+    assert_eq!(w.entitlement(&key).await["allow"], true);
+
+    // $0.02 more: the balance stops at the floor (0) and the key gets 402.
+    let (_, v) = w
+        .post(&batch("p2", &["sub_p"], 2, w.now), GATEWAY_SECRET)
+        .await;
+    assert_eq!(v["subscriptions"][0]["state"], "no_credit", "{v}");
+    assert_eq!(w.balance("dev-1").await, 0);
+    let e = w.entitlement(&key).await;
+    assert_eq!(
+        (
+            e["allow"].as_bool(),
+            e["reason"].as_str(),
+            e["status"].as_u64()
+        ),
+        (Some(false), Some("no_credit"), Some(402)),
+        "{e}"
+    );
+    w.store.reset();
+    w.entitlement(&key).await;
+    assert_eq!(w.store.counts().2, 1, "the 402 is one read too");
+
+    // The authorizer says the same, with the reason in its context.
+    let authorizer = authorizer::Authorizer::new(
+        w.store.clone(),
+        w.catalog.clone(),
+        Arc::new(FixedClock(w.now)),
+        "x-api-key",
+    );
+    let rest = json!({"type": "REQUEST", "methodArn": "arn:aws:execute-api:us-east-1:1:api/prod/GET/x",
+                      "headers": {"X-Api-Key": key}});
+    let a = authorizer.authorize(&rest).await.unwrap();
+    assert_eq!(a["policyDocument"]["Statement"][0]["Effect"], "Deny", "{a}");
+    assert_eq!(a["context"]["reason"], "no_credit");
+    assert_eq!(a["context"]["status"], 402);
+
+    // More usage after depletion: counted, no new alert.
+    w.post(&batch("p3", &["sub_p"], 5, w.now), GATEWAY_SECRET)
+        .await;
+    assert_eq!(w.count("CreditsLow"), 1);
+    assert_eq!(w.count("CreditsDepleted"), 1);
+    assert_eq!(w.total("sub_p").await, 1006);
+
+    // Another pack: allowed on the very next check.
+    w.buy("dev-1", "cs_pack_2", 1000).await;
+    let e = w.entitlement(&key).await;
+    assert_eq!(e["allow"], true, "{e}");
+    let a = authorizer.authorize(&rest).await.unwrap();
+    assert_eq!(
+        a["policyDocument"]["Statement"][0]["Effect"], "Allow",
+        "{a}"
+    );
+    assert_eq!(a["context"]["subscription_id"], "sub_p");
+    assert_eq!(a["context"]["product_id"], "credits");
+    assert_eq!(a["context"]["rate_limit_per_minute"], 300);
+    assert_eq!(w.balance("dev-1").await, 1000);
+    // A missing key is 401 (REST authorizers fail with exactly "Unauthorized").
+    let err = authorizer
+        .authorize(&json!({"type": "REQUEST", "methodArn": "x", "headers": {}}))
+        .await
+        .unwrap_err();
+    assert_eq!(err.to_string(), "Unauthorized");
+}
+
+#[tokio::test]
+async fn concurrent_batches_never_take_the_balance_below_the_floor() {
+    let w = world_with(CreditPolicy {
+        floor: -50,
+        low_threshold: 200,
+    })
+    .await;
+    w.subscribe("dev-2", "sub_x", "credits", SubscriptionStatus::Active)
+        .await;
+    w.subscribe("dev-2", "sub_y", "credits", SubscriptionStatus::Active)
+        .await;
+    w.buy("dev-2", "cs_x", 100).await;
+    // Ten batches of 30 calls (30 cents each) at once: 300 cents of usage on 100 of credit.
+    let bodies: Vec<Vec<u8>> = (0..10)
+        .map(|i| batch(&format!("c{i}"), &["sub_x", "sub_y"], 30, w.now))
+        .collect();
+    let answers = join_all(bodies.iter().map(|b| w.post(b, GATEWAY_SECRET))).await;
+    for (status, v) in &answers {
+        assert_eq!(*status, 200, "{v}");
+    }
+    let account = w
+        .store
+        .inner
+        .get_credit_account(&ConsumerId::parse("dev-2").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(account.balance, -50, "down to the floor and not below");
+    assert_eq!(account.drawn, 150);
+    assert_eq!(account.uncovered, 150);
+    assert_eq!(
+        w.total("sub_x").await + w.total("sub_y").await,
+        300,
+        "all usage counted"
+    );
+    assert_eq!(w.count("CreditsLow"), 1);
+    assert_eq!(w.count("CreditsDepleted"), 1);
+}
