@@ -153,7 +153,9 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::Conflict { .. } => ApiError::Conflict(e.to_string()),
             StoreError::Unavailable(_) => ApiError::Unavailable(e.to_string()),
-            StoreError::TooLarge(_) | StoreError::Corrupt(_) => ApiError::Internal(e.to_string()),
+            StoreError::TooLarge(_) | StoreError::Corrupt(_) | StoreError::Invalid(_) => {
+                ApiError::Internal(e.to_string())
+            }
         }
     }
 }
