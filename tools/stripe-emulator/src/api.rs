@@ -20,6 +20,13 @@ impl State {
             .trim_end_matches('/')
             .split('/')
             .collect();
+        // Stripe rejects parameters it does not know, so a misspelt one fails here as it would
+        // there (parameters Stripe knows but the emulator ignores are accepted).
+        if let (Some(allowed), Value::Object(given)) = (allowed_params(method, &segs), &p.0)
+            && let Some(unknown) = given.keys().find(|k| !allowed.contains(&k.as_str()))
+        {
+            return Err(ApiError::unknown_param(unknown));
+        }
         let v = match (method, segs.as_slice()) {
             ("POST", ["customers"]) => self.create_customer(p),
             ("GET", ["customers"]) => self.list(&self.customers, "/v1/customers", p, |c, p| {
@@ -910,6 +917,26 @@ impl State {
         ))
     }
 
+    /// `line_items[n][price_data]`: Stripe creates a Price for the session, archived at once
+    /// so that it never shows up in catalog listings.
+    fn inline_price(&mut self, pd: &Params, n: usize) -> ApiResult<String> {
+        let price = self.create_price(pd).map_err(|mut e| {
+            e.param = e.param.map(|p| {
+                let (head, tail) = p
+                    .split_once('[')
+                    .map(|(h, t)| (h.to_string(), format!("[{t}")))
+                    .unwrap_or((p.clone(), String::new()));
+                format!("line_items[{n}][price_data][{head}]{tail}")
+            });
+            e
+        })?;
+        let id = price["id"].as_str().unwrap_or_default().to_string();
+        if let Some(stored) = self.prices.get_mut(&id) {
+            stored["active"] = json!(false);
+        }
+        Ok(id)
+    }
+
     fn create_session(&mut self, p: &Params) -> ApiResult<Value> {
         let mode = p.str("mode")?;
         if mode != "subscription" && mode != "payment" {
@@ -931,13 +958,22 @@ impl State {
         let mut amount = 0i64;
         let mut currency: Option<String> = None;
         for (n, li) in line_items.iter().enumerate() {
-            let pid = li
-                .str("price")
-                .map_err(|_| ApiError::missing(&format!("line_items[{n}][price]")))?;
+            let pid = match (li.opt_str("price")?, li.get("price_data")) {
+                (Some(_), Some(_)) => {
+                    return Err(ApiError::invalid(
+                        format!("line_items[{n}][price_data]"),
+                        "You may only specify one of these parameters: price, price_data.",
+                    ));
+                }
+                (Some(pid), None) => pid,
+                (None, Some(_)) => self.inline_price(&li.sub("price_data"), n)?,
+                (None, None) => return Err(ApiError::missing(&format!("line_items[{n}][price]"))),
+            };
             let price = self.prices.get(&pid).cloned().ok_or_else(|| {
                 ApiError::no_such("price", &pid, &format!("line_items[{n}][price]"))
             })?;
-            if price["active"] != true {
+            let inline = li.get("price_data").is_some();
+            if price["active"] != true && !inline {
                 return Err(ApiError::invalid(
                     format!("line_items[{n}][price]"),
                     format!("The price `{pid}` is not active."),
@@ -993,6 +1029,24 @@ impl State {
                 "You must provide at least one recurring price in `subscription` mode when using prices.",
             ));
         }
+        let trial_days = match mode.as_str() {
+            "subscription" => p.sub("subscription_data").opt_u64("trial_period_days")?,
+            _ => None,
+        };
+        if let Some(days) = trial_days {
+            if !(1..=730).contains(&days) {
+                return Err(ApiError::invalid(
+                    "subscription_data[trial_period_days]",
+                    "The trial period must be between 1 and 730 days.",
+                ));
+            }
+            // During a trial only one-time items (a setup fee) are due at checkout.
+            amount = items
+                .iter()
+                .filter(|i| i["price"]["recurring"].is_null())
+                .filter_map(|i| i["amount_total"].as_i64())
+                .sum();
+        }
         let success_url = p.opt_str("success_url")?;
         if p.opt_str("ui_mode")?.is_none_or(|m| m == "hosted") && success_url.is_none() {
             return Err(ApiError::missing("success_url"));
@@ -1023,6 +1077,9 @@ impl State {
         let sub_meta = p.sub("subscription_data").merge_metadata(&json!({}))?;
         self.session_subscription_metadata
             .insert(id.clone(), sub_meta);
+        if let Some(days) = trial_days {
+            self.session_trial_days.insert(id.clone(), days);
+        }
         self.sessions.insert(&id, session.clone());
         Ok(session)
     }
@@ -1200,4 +1257,224 @@ fn changed(before: &Value, after: &Value) -> Value {
         }
     }
     Value::Object(out)
+}
+
+/// Top-level parameters Stripe accepts on each write endpoint (API version 2026-09-30).
+fn allowed_params(method: &str, segs: &[&str]) -> Option<&'static [&'static str]> {
+    const CUSTOMER: &[&str] = &[
+        "address",
+        "balance",
+        "business_name",
+        "cash_balance",
+        "coupon",
+        "default_source",
+        "description",
+        "email",
+        "expand",
+        "individual_name",
+        "invoice_prefix",
+        "invoice_settings",
+        "metadata",
+        "name",
+        "next_invoice_sequence",
+        "payment_method",
+        "phone",
+        "preferred_locales",
+        "promotion_code",
+        "shipping",
+        "source",
+        "tax",
+        "tax_exempt",
+        "tax_id_data",
+        "test_clock",
+        "validate",
+    ];
+    const PRODUCT: &[&str] = &[
+        "active",
+        "default_price",
+        "default_price_data",
+        "description",
+        "expand",
+        "id",
+        "images",
+        "marketing_features",
+        "metadata",
+        "name",
+        "package_dimensions",
+        "shippable",
+        "statement_descriptor",
+        "tax_code",
+        "tax_details",
+        "type",
+        "unit_label",
+        "url",
+    ];
+    const PRICE_CREATE: &[&str] = &[
+        "active",
+        "billing_scheme",
+        "currency",
+        "currency_options",
+        "custom_unit_amount",
+        "expand",
+        "lookup_key",
+        "metadata",
+        "nickname",
+        "product",
+        "product_data",
+        "recurring",
+        "tax_behavior",
+        "tiers",
+        "tiers_mode",
+        "transfer_lookup_key",
+        "transform_quantity",
+        "unit_amount",
+        "unit_amount_decimal",
+    ];
+    const PRICE_UPDATE: &[&str] = &[
+        "active",
+        "currency_options",
+        "expand",
+        "lookup_key",
+        "metadata",
+        "nickname",
+        "tax_behavior",
+        "transfer_lookup_key",
+        // immutable fields get Stripe's own error from the handler
+        "unit_amount",
+        "unit_amount_decimal",
+        "currency",
+        "recurring",
+        "tiers",
+        "tiers_mode",
+        "product",
+        "billing_scheme",
+        "transform_quantity",
+    ];
+    const METER_CREATE: &[&str] = &[
+        "customer_mapping",
+        "default_aggregation",
+        "display_name",
+        "event_name",
+        "event_time_window",
+        "expand",
+        "value_settings",
+    ];
+    const SESSION: &[&str] = &[
+        "adaptive_pricing",
+        "after_expiration",
+        "allow_promotion_codes",
+        "automatic_tax",
+        "billing_address_collection",
+        "branding_settings",
+        "cancel_url",
+        "client_reference_id",
+        "consent_collection",
+        "currency",
+        "custom_fields",
+        "custom_text",
+        "customer",
+        "customer_account",
+        "customer_creation",
+        "customer_email",
+        "customer_update",
+        "discounts",
+        "excluded_payment_method_types",
+        "expand",
+        "expires_at",
+        "integration_identifier",
+        "invoice_creation",
+        "line_items",
+        "locale",
+        "managed_payments",
+        "metadata",
+        "mode",
+        "name_collection",
+        "optional_items",
+        "origin_context",
+        "payment_intent_data",
+        "payment_method_collection",
+        "payment_method_configuration",
+        "payment_method_data",
+        "payment_method_options",
+        "payment_method_types",
+        "permissions",
+        "phone_number_collection",
+        "redirect_on_completion",
+        "return_url",
+        "saved_payment_method_options",
+        "setup_intent_data",
+        "shipping_address_collection",
+        "shipping_options",
+        "submit_type",
+        "subscription_data",
+        "success_url",
+        "tax_id_collection",
+        "ui_mode",
+        "wallet_options",
+    ];
+    const SUBSCRIPTION_UPDATE: &[&str] = &[
+        "add_invoice_items",
+        "application_fee_percent",
+        "automatic_tax",
+        "billing_cycle_anchor",
+        "billing_schedules",
+        "billing_thresholds",
+        "cancel_at",
+        "cancel_at_period_end",
+        "cancellation_details",
+        "collection_method",
+        "days_until_due",
+        "default_payment_method",
+        "default_source",
+        "default_tax_rates",
+        "description",
+        "discounts",
+        "expand",
+        "invoice_settings",
+        "items",
+        "metadata",
+        "off_session",
+        "on_behalf_of",
+        "pause_collection",
+        "payment_behavior",
+        "payment_settings",
+        "pending_invoice_item_interval",
+        "proration_behavior",
+        "proration_date",
+        "transfer_data",
+        "trial_end",
+        "trial_from_plan",
+        "trial_settings",
+    ];
+    Some(match (method, segs) {
+        ("POST", ["customers"]) | ("POST", ["customers", _]) => CUSTOMER,
+        ("POST", ["customers", _, "balance_transactions"]) => {
+            &["amount", "currency", "description", "expand", "metadata"]
+        }
+        ("POST", ["products"]) | ("POST", ["products", _]) => PRODUCT,
+        ("POST", ["prices"]) => PRICE_CREATE,
+        ("POST", ["prices", _]) => PRICE_UPDATE,
+        ("POST", ["billing", "meters"]) => METER_CREATE,
+        ("POST", ["billing", "meters", _]) => &["display_name", "expand"],
+        ("POST", ["billing", "meters", _, _]) => &["expand"],
+        ("POST", ["billing", "meter_events"]) => {
+            &["event_name", "expand", "identifier", "payload", "timestamp"]
+        }
+        ("POST", ["checkout", "sessions"]) => SESSION,
+        ("POST", ["checkout", "sessions", _, "expire"]) => &["expand"],
+        ("POST", ["subscriptions", _]) => SUBSCRIPTION_UPDATE,
+        ("DELETE", ["subscriptions", _]) => {
+            &["cancellation_details", "expand", "invoice_now", "prorate"]
+        }
+        ("POST", ["invoices", _, "pay"]) => &[
+            "expand",
+            "forgive",
+            "mandate",
+            "off_session",
+            "paid_out_of_band",
+            "payment_method",
+            "source",
+        ],
+        _ => return None,
+    })
 }

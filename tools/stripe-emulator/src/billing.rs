@@ -96,9 +96,18 @@ impl State {
             return;
         }
 
-        let clock = SubClock {
-            index: clock.index + 1,
-            ..clock
+        // The end of a trial starts period 0 (usage during the trial is not billed).
+        let ended_trial = clock.trial.is_some();
+        let usage_period = if ended_trial { None } else { Some(ended) };
+        let clock = match clock.trial {
+            Some(_) => SubClock {
+                trial: None,
+                ..clock
+            },
+            None => SubClock {
+                index: clock.index + 1,
+                ..clock
+            },
         };
         let next = clock.current();
         self.sub_clocks.insert(sub_id.to_string(), clock);
@@ -116,18 +125,25 @@ impl State {
             .as_array()
             .cloned()
             .unwrap_or_default();
+        if ended_trial && let Some(x) = self.subscriptions.get_mut(sub_id) {
+            x["status"] = json!("active");
+        }
         self.create_cycle_invoice(
             sub_id,
             &items,
             Some(next),
-            Some(ended),
+            usage_period,
             "subscription_cycle",
         );
         let s = self.subscriptions.get(sub_id).cloned().expect("known");
         self.emit(
             "customer.subscription.updated",
             s,
-            Some(json!({"items": previous_items})),
+            Some(if ended_trial {
+                json!({"items": previous_items, "status": "trialing"})
+            } else {
+                json!({"items": previous_items})
+            }),
         );
     }
 
@@ -414,7 +430,15 @@ impl State {
             self.invoice_timers.insert(inv_id.to_string(), timers);
             self.emit("invoice.paid", inv.clone(), None);
             self.emit("invoice.payment_succeeded", inv, None);
-            if let Some(sub_id) = sub_id {
+            let status = sub_id
+                .as_deref()
+                .and_then(|id| self.subscriptions.get(id))
+                .and_then(|x| x["status"].as_str())
+                .unwrap_or_default()
+                .to_string();
+            if let Some(sub_id) = sub_id
+                && matches!(status.as_str(), "incomplete" | "past_due" | "unpaid")
+            {
                 self.set_subscription_status(&sub_id, "active");
             }
             return;
@@ -587,11 +611,16 @@ impl State {
                 .first()
                 .map(|i| i["price"]["recurring"].clone())
                 .unwrap_or(Value::Null);
+            let trial_end = self
+                .session_trial_days
+                .remove(session_id)
+                .map(|days| self.now + days as i64 * 86_400);
             let clock = SubClock {
-                anchor: self.now,
+                anchor: trial_end.unwrap_or(self.now),
                 index: 0,
                 interval: first["interval"].as_str().unwrap_or("month").to_string(),
                 interval_count: first["interval_count"].as_u64().unwrap_or(1) as u32,
+                trial: trial_end.map(|end| (self.now, end)),
             };
             let period = clock.current();
             let mut sub_items = vec![];
@@ -618,7 +647,11 @@ impl State {
                 ));
                 self.item_owner.insert(si, sub_id.clone());
             }
-            let status = if amount > 0 { "incomplete" } else { "active" };
+            let status = match (trial_end, amount > 0) {
+                (Some(_), _) => "trialing",
+                (None, true) => "incomplete",
+                (None, false) => "active",
+            };
             let metadata = self
                 .session_subscription_metadata
                 .remove(session_id)
@@ -632,6 +665,12 @@ impl State {
                 items: sub_items.clone(),
                 status,
             });
+            let mut sub = sub;
+            if let Some(end) = trial_end {
+                sub["trial_start"] = json!(self.now);
+                sub["trial_end"] = json!(end);
+                sub["billing_cycle_anchor"] = json!(end);
+            }
             self.subscriptions.insert(&sub_id, sub.clone());
             self.sub_clocks.insert(sub_id.clone(), clock);
             self.emit("customer.subscription.created", sub.clone(), None);
@@ -639,7 +678,9 @@ impl State {
             let inv_id = new_id("in");
             let mut lines: Vec<Value> = sub_items
                 .iter()
-                .filter(|i| i["price"]["recurring"]["usage_type"] != "metered")
+                .filter(|i| {
+                    trial_end.is_none() && i["price"]["recurring"]["usage_type"] != "metered"
+                })
                 .map(|i| self.licensed_line(&inv_id, i, Some(&sub_id), period))
                 .collect();
             // One-time prices in a subscription-mode session (a setup fee) go on the first invoice.

@@ -84,6 +84,7 @@ impl Emulator {
             events: Table::default(),
             session_items: HashMap::new(),
             session_subscription_metadata: HashMap::new(),
+            session_trial_days: HashMap::new(),
             item_owner: HashMap::new(),
             meter_events: vec![],
             identifiers: HashMap::new(),

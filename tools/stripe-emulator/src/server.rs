@@ -171,7 +171,7 @@ fn handle(
         Ok(p) => p,
         Err(m) => return err(ApiError::invalid("query", m)),
     };
-    if method == Method::POST {
+    if method == Method::POST || method == Method::DELETE {
         let text = String::from_utf8_lossy(body);
         match crate::form::parse(&text) {
             Ok(Value::Object(b)) => {

@@ -118,6 +118,8 @@ pub struct SubClock {
     pub index: u32,
     pub interval: String,
     pub interval_count: u32,
+    /// A free trial before the first period; billing periods are anchored at its end.
+    pub trial: Option<(i64, i64)>,
 }
 
 impl SubClock {
@@ -132,7 +134,7 @@ impl SubClock {
         )
     }
     pub fn current(&self) -> (i64, i64) {
-        self.period(self.index)
+        self.trial.unwrap_or_else(|| self.period(self.index))
     }
 }
 
@@ -193,6 +195,7 @@ pub struct State {
     pub events: Table,
     pub session_items: HashMap<String, Vec<Value>>,
     pub session_subscription_metadata: HashMap<String, Value>,
+    pub session_trial_days: HashMap<String, u64>,
     pub item_owner: HashMap<String, String>,
     pub meter_events: Vec<StoredMeterEvent>,
     pub identifiers: HashMap<String, i64>,

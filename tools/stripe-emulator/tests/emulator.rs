@@ -842,3 +842,254 @@ async fn payment_mode_checkout_creates_a_paid_invoice() {
         .complete_checkout(session["id"].as_str().unwrap(), Card::Good);
     assert!(again.is_err(), "a completed session cannot be paid twice");
 }
+
+#[tokio::test]
+async fn trial_then_first_paid_period() {
+    let s = start().await;
+    let cus = s.customer("t@example.com").await;
+    let product = s.post("/v1/products", &[("name", "Basic")]).await;
+    let price = s
+        .post(
+            "/v1/prices",
+            &[
+                ("currency", "usd"),
+                ("product", product["id"].as_str().unwrap()),
+                ("unit_amount", "1495"),
+                ("recurring[interval]", "month"),
+            ],
+        )
+        .await;
+    let session = s
+        .post(
+            "/v1/checkout/sessions",
+            &[
+                ("mode", "subscription"),
+                ("customer", &cus),
+                ("line_items[0][price]", price["id"].as_str().unwrap()),
+                ("line_items[0][quantity]", "1"),
+                ("subscription_data[trial_period_days]", "14"),
+                ("success_url", "https://portal.example/ok"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        session["amount_total"], 0,
+        "nothing is due during the trial"
+    );
+    let done = s
+        .emu
+        .complete_checkout(session["id"].as_str().unwrap(), Card::Good)
+        .unwrap();
+    let sub_id = done["subscription"].as_str().unwrap().to_string();
+    let sub = s.get(&format!("/v1/subscriptions/{sub_id}")).await;
+    let trial_end = START + 14 * 86_400;
+    assert_eq!(
+        (sub["status"].as_str(), sub["trial_end"].as_i64()),
+        (Some("trialing"), Some(trial_end))
+    );
+    s.emu.set_time(trial_end + 2 * HOUR as i64);
+    let sub = s.get(&format!("/v1/subscriptions/{sub_id}")).await;
+    assert_eq!(sub["status"], "active");
+    assert_eq!(sub["items"]["data"][0]["current_period_start"], trial_end);
+    let inv = s
+        .get(&format!(
+            "/v1/invoices/{}",
+            sub["latest_invoice"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(
+        (inv["status"].as_str(), inv["amount_paid"].as_i64()),
+        (Some("paid"), Some(1495))
+    );
+}
+
+#[tokio::test]
+async fn unknown_parameters_are_rejected_and_price_data_creates_an_inline_price() {
+    let s = start().await;
+    let r = s
+        .send(
+            "POST",
+            "/v1/customers",
+            &form(&[("emial", "typo@example.com")]),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        (
+            r.body["error"]["code"].as_str(),
+            r.body["error"]["param"].as_str()
+        ),
+        (Some("parameter_unknown"), Some("emial"))
+    );
+
+    let cus = s.customer("i@example.com").await;
+    let product = s.post("/v1/products", &[("name", "Access pass")]).await;
+    let session = s
+        .post(
+            "/v1/checkout/sessions",
+            &[
+                ("mode", "payment"),
+                ("customer", &cus),
+                ("line_items[0][price_data][currency]", "usd"),
+                (
+                    "line_items[0][price_data][product]",
+                    product["id"].as_str().unwrap(),
+                ),
+                ("line_items[0][price_data][unit_amount]", "999"),
+                ("line_items[0][quantity]", "1"),
+                (
+                    "payment_intent_data[metadata][tollgate_subscription]",
+                    "sub-9",
+                ),
+                ("success_url", "https://portal.example/ok"),
+            ],
+        )
+        .await;
+    assert_eq!(session["amount_total"], 999);
+    let items = s
+        .get(&format!(
+            "/v1/checkout/sessions/{}/line_items",
+            session["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(
+        items["data"][0]["price"]["active"], false,
+        "inline prices are archived"
+    );
+    assert_eq!(
+        s.get("/v1/prices?active=true").await["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+    let bad = s
+        .send(
+            "POST",
+            "/v1/checkout/sessions",
+            &form(&[
+                ("mode", "payment"),
+                ("line_items[0][price_data][currency]", "usd"),
+                ("line_items[0][quantity]", "1"),
+                ("success_url", "https://x"),
+            ]),
+            None,
+        )
+        .await;
+    assert_eq!(
+        bad.body["error"]["param"],
+        "line_items[0][price_data][product]"
+    );
+}
+
+/// The same controls over HTTP, as the local stack and the demo use them, and the hosted page.
+#[tokio::test]
+async fn http_controls_and_checkout_page() {
+    let s = start().await;
+    let (url, received) = webhook_receiver().await;
+    let json_post = |path: &str, body: Value| {
+        let url = format!("{}{path}", s.emu.base_url());
+        async move {
+            let client =
+                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                    .build_http();
+            let req = http::Request::post(url)
+                .header("content-type", "application/json")
+                .body(http_body_util::Full::new(bytes::Bytes::from(
+                    body.to_string(),
+                )))
+                .unwrap();
+            let resp: http::Response<hyper::body::Incoming> = client.request(req).await.unwrap();
+            let status = resp.status().as_u16();
+            use http_body_util::BodyExt;
+            let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+            (
+                status,
+                serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null),
+                bytes,
+            )
+        }
+    };
+    let (st, _, _) = json_post(
+        "/_emulator/webhook_endpoint",
+        serde_json::json!({"url": url, "secret": "whsec_http"}),
+    )
+    .await;
+    assert_eq!(st, 200);
+    json_post(
+        "/_emulator/faults",
+        serde_json::json!({"method": "POST", "path": "/v1/customers", "status": 500, "times": 1}),
+    )
+    .await;
+    assert_eq!(
+        s.send(
+            "POST",
+            "/v1/customers",
+            &form(&[("email", "h@example.com")]),
+            None
+        )
+        .await
+        .status,
+        500
+    );
+    let cus = s.customer("h@example.com").await;
+    let product = s.post("/v1/products", &[("name", "Basic")]).await;
+    let price = s
+        .post(
+            "/v1/prices",
+            &[
+                ("currency", "usd"),
+                ("product", product["id"].as_str().unwrap()),
+                ("unit_amount", "1495"),
+                ("recurring[interval]", "month"),
+            ],
+        )
+        .await;
+    let session = s
+        .subscription_checkout(&cus, &[(price["id"].as_str().unwrap(), Some("1"))])
+        .await;
+    let sid = session["id"].as_str().unwrap();
+    assert_eq!(
+        session["url"],
+        format!("{}/checkout/{sid}", s.emu.base_url())
+    );
+
+    // The page's "declined card" button answers 402 and leaves the session open.
+    let pay_path = format!("/checkout/{sid}/pay");
+    let declined = s.send("POST", &pay_path, "card=declined", None).await;
+    assert_eq!(declined.status, 402);
+    assert!(declined.text.contains("declined"));
+    let good = s.send("POST", &pay_path, "card=good", None).await;
+    assert_eq!(good.status, 303);
+    assert_eq!(
+        good.headers.get("location").unwrap(),
+        &format!("https://portal.example/ok?session={sid}")
+    );
+
+    let (_, advanced, _) = json_post(
+        "/_emulator/clock/advance",
+        serde_json::json!({"seconds": 40 * 86_400}),
+    )
+    .await;
+    assert_eq!(advanced["now"], START + 40 * 86_400);
+    let (st, idle, _) = json_post("/_emulator/webhooks/wait_idle", serde_json::json!({})).await;
+    assert_eq!((st, idle["idle"].as_bool()), (200, Some(true)));
+    let hits = received.hits.lock().unwrap().clone();
+    assert!(hits.iter().any(|(_, b)| b.contains("\"invoice.paid\"")));
+    for (sig, body) in &hits {
+        Webhook::construct_event(body, sig, "whsec_http").unwrap();
+    }
+    let log = s.get_text("/_emulator/requests").await;
+    let log: Value = serde_json::from_str(&log).unwrap();
+    assert_eq!(
+        log["writes"].as_u64().unwrap() as usize,
+        s.emu.write_request_count()
+    );
+    let (st, _, _) = json_post(
+        &format!("/_emulator/customers/{cus}/card"),
+        serde_json::json!({"card": "declined"}),
+    )
+    .await;
+    assert_eq!(st, 200);
+}
