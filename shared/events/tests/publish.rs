@@ -166,7 +166,7 @@ async fn entries_refused_on_every_attempt_are_an_error_naming_them() {
 }
 
 #[tokio::test]
-async fn a_call_eventbridge_rejects_is_an_error_not_a_silent_loss() {
+async fn an_unreachable_endpoint_is_an_error_not_a_silent_loss() {
     // A wrong endpoint (nothing listening) must surface as an error the caller can retry on.
     let capture = EventBridgeCapture::start().await;
     let publisher = publisher_for(&capture).await;
@@ -178,4 +178,67 @@ async fn a_call_eventbridge_rejects_is_an_error_not_a_silent_loss() {
         .unwrap_err();
 
     assert!(matches!(err, EventsError::Call(_)), "{err:?}");
+}
+
+/// The capture server refuses what AWS refuses, so a publisher bug cannot pass unnoticed.
+mod capture_server {
+    use super::*;
+    use serde_json::{Value, json};
+
+    async fn put(capture: &EventBridgeCapture, signed: bool, body: Value) -> (u16, Value) {
+        let mut req = reqwest::Client::new()
+            .post(capture.endpoint_url())
+            .header("content-type", "application/x-amz-json-1.1")
+            .header("x-amz-target", "AWSEvents.PutEvents")
+            .body(body.to_string());
+        if signed {
+            req = req.header(
+                "authorization",
+                "AWS4-HMAC-SHA256 Credential=AKIDTEST/20260301/us-east-1/events/aws4_request",
+            );
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap())
+    }
+
+    fn entry(detail: &str) -> Value {
+        json!({"Source": "tollgate", "DetailType": "X", "Detail": detail, "EventBusName": BUS})
+    }
+
+    #[tokio::test]
+    async fn unsigned_requests_and_oversized_batches_are_rejected_whole() {
+        let capture = EventBridgeCapture::start().await;
+
+        let (status, body) = put(&capture, false, json!({"Entries": [entry("{}")]})).await;
+        assert_eq!(status, 400);
+        assert_eq!(body["__type"], "MissingAuthenticationTokenException");
+
+        let eleven: Vec<Value> = (0..11).map(|_| entry("{}")).collect();
+        let (status, body) = put(&capture, true, json!({"Entries": eleven})).await;
+        assert_eq!(status, 400);
+        assert_eq!(body["__type"], "ValidationException");
+
+        assert!(capture.entries().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_malformed_entry_is_refused_alone_inside_a_200() {
+        let capture = EventBridgeCapture::start().await;
+
+        let (status, body) = put(
+            &capture,
+            true,
+            json!({"Entries": [entry("{\"ok\":1}"), entry("not json"), entry("[1]")]}),
+        )
+        .await;
+
+        assert_eq!(status, 200);
+        assert_eq!(body["FailedEntryCount"], 2);
+        assert!(body["Entries"][0]["EventId"].is_string());
+        assert_eq!(body["Entries"][1]["ErrorCode"], "MalformedDetail");
+        assert_eq!(body["Entries"][2]["ErrorCode"], "MalformedDetail");
+        assert_eq!(capture.entries().len(), 1);
+        assert_eq!(capture.entries()[0].detail, json!({"ok": 1}));
+    }
 }
