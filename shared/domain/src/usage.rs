@@ -103,6 +103,15 @@ pub struct UsageRecordDoc {
     pub operation: Option<String>,
 }
 
+/// The batch's JSON Schema (`schemas/usage-batch.schema.json`), generated from
+/// [`UsageBatchDoc`] so the published format cannot drift from these docs.
+pub fn json_schema() -> String {
+    let schema = schemars::schema_for!(UsageBatchDoc);
+    let mut text = serde_json::to_string_pretty(&schema).expect("a schema serializes");
+    text.push('\n');
+    text
+}
+
 /// One valid record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsageRecord {
@@ -707,5 +716,40 @@ mod window_tests {
             super::IngestWindow::default().late,
             crate::billing::BillingConfig::default().late_window
         );
+    }
+}
+
+#[cfg(test)]
+mod schema_tests {
+    use std::path::PathBuf;
+
+    /// Regenerate with `UPDATE_SCHEMA=1 cargo test -p tollgate-domain --lib usage`.
+    #[test]
+    fn checked_in_schema_matches_the_types() {
+        let path =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../schemas/usage-batch.schema.json");
+        let generated = super::json_schema();
+        if std::env::var_os("UPDATE_SCHEMA").is_some() {
+            std::fs::write(&path, &generated).unwrap();
+        }
+        let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            on_disk == generated,
+            "{} is stale: run `UPDATE_SCHEMA=1 cargo test -p tollgate-domain --lib usage`",
+            path.display()
+        );
+    }
+
+    #[test]
+    fn schema_states_the_limits() {
+        let s: serde_json::Value = serde_json::from_str(&super::json_schema()).unwrap();
+        assert_eq!(
+            s["properties"]["records"]["maxItems"],
+            super::MAX_RECORDS_PER_BATCH
+        );
+        assert_eq!(s["properties"]["batch_id"]["maxLength"], super::MAX_ID_LEN);
+        let rec = &s["$defs"]["UsageRecordDoc"];
+        assert_eq!(rec["additionalProperties"], false);
+        assert_eq!(rec["properties"]["timestamp"]["format"], "date-time");
     }
 }
