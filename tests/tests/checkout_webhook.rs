@@ -733,3 +733,85 @@ async fn concurrent_checkouts_create_one_customer() {
         customers.iter().next().unwrap()
     );
 }
+
+/// The portal cancels a paid subscription: Stripe keeps it until the period ends, then sends
+/// `customer.subscription.deleted`, and tollgate ends it and says so once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_at_period_end_then_canceled_by_stripe() {
+    let h = Harness::start().await;
+    h.stripe
+        .set_webhook_endpoint(&h.webhook_url, WEBHOOK_SECRET);
+    let (sub_id, _, _) = h.subscribe_to_standard().await;
+    h.stripe.wait_for_webhooks_idle().await;
+    assert_eq!(
+        h.subscription(&sub_id).await.status,
+        SubscriptionStatus::Active
+    );
+
+    let (status, view) = h
+        .portal("POST", &format!("/subscriptions/{sub_id}/cancel"), None)
+        .await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(
+        view["status"], "active",
+        "still active until the period ends"
+    );
+    assert_eq!(view["cancel_at_period_end"], true);
+    let stripe_sub = h
+        .subscription(&sub_id)
+        .await
+        .stripe_subscription_id
+        .unwrap();
+    assert_eq!(
+        h.stripe.object(stripe_sub.as_str()).unwrap()["cancel_at_period_end"],
+        true
+    );
+    h.stripe.wait_for_webhooks_idle().await;
+    assert_eq!(
+        h.subscription(&sub_id).await.status,
+        SubscriptionStatus::Active
+    );
+
+    h.stripe.advance_clock(Duration::from_secs(32 * 86_400));
+    h.stripe.wait_for_webhooks_idle().await;
+    let sub = h.subscription(&sub_id).await;
+    assert_eq!(sub.status, SubscriptionStatus::Canceled);
+    assert_eq!(
+        h.count("SubscriptionCanceled"),
+        1,
+        "{:?}",
+        h.capture.detail_types()
+    );
+}
+
+/// A one-time product (`mode=payment`): paid at checkout, active until its access ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_time_access_is_active_until_it_ends() {
+    let h = Harness::start().await;
+    h.stripe
+        .set_webhook_endpoint(&h.webhook_url, WEBHOOK_SECRET);
+    h.stripe.set_webhook_duplicates(true);
+    let (status, body) = h
+        .portal(
+            "POST",
+            "/checkout/sessions",
+            Some(json!({
+                "consumer_id": "traveller", "product_id": "week-pass", "subscription_name": "trip",
+                "success_url": format!("{PORTAL}/ok"), "cancel_url": format!("{PORTAL}/no"),
+            })),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let session = body["id"].as_str().unwrap();
+    assert_eq!(h.stripe.object(session).unwrap()["mode"], "payment");
+    let sub_id = body["subscription_id"].as_str().unwrap().to_string();
+    h.stripe.complete_checkout(session, Card::Good).unwrap();
+    h.stripe.wait_for_webhooks_idle().await;
+    let sub = h.subscription(&sub_id).await;
+    assert_eq!(sub.status, SubscriptionStatus::Active);
+    assert!(sub.stripe_subscription_id.is_none());
+    let ends = sub.access_expires_at.expect("access end set");
+    let days = (ends - sub.created_at).num_days();
+    assert!((6..=7).contains(&days), "7 days of access, got {days}");
+    assert_eq!(h.count("SubscriptionActivated"), 1);
+}
