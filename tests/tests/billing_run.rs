@@ -137,7 +137,7 @@ impl World {
     async fn run_with(&self, payments: Arc<dyn Payments>, mode: RunMode) -> RunSummary {
         let payload = match mode {
             RunMode::Nightly => json!({}),
-            RunMode::Hourly => json!({"mode": "hourly"}),
+            RunMode::PeriodClose => json!({"mode": "period_close"}),
         };
         let request = billing_run::input::parse(&payload, self.now()).unwrap();
         self.billing_run(payments, test_config())
@@ -399,10 +399,10 @@ async fn crash_then_recover(after_send: bool) {
     );
     let pending = ledger[0].clone();
 
-    // The hourly pass an hour later finishes the night: re-sends the claim unchanged and
+    // The period-close pass an hour later finishes the night: re-sends the claim unchanged and
     // reports the other slice.
     w.set_time(t(11, 5, 1, 5));
-    let s = w.run(RunMode::Hourly).await;
+    let s = w.run(RunMode::PeriodClose).await;
     assert_eq!((s.reported, s.resent), (2, 1), "{s:#?}");
     assert!(s.complete && s.failed.is_empty(), "{s:#?}");
     let ledger = w
@@ -622,16 +622,21 @@ async fn a_month_of_usage_is_invoiced_as_quoted() {
     }
     records.sort_by_key(|r| r.2);
 
-    // The schedule: nightly at 00:05, on the 29th twice, on Dec 1 crashed halfway; hourly on
-    // Dec 1 (it finishes the crashed night and flushes the periods that end that day).
+    // The schedule: nightly at 00:05, on the 29th twice, on Dec 1 crashed halfway; the
+    // period-close pass every 15 minutes of Dec 1 (it finishes the crashed night and flushes
+    // the periods that end that day).
     let mut runs: Vec<(Timestamp, &str)> = Vec::new();
     for day in 2..=30 {
         runs.push((t(11, day, 0, 5), "nightly"));
     }
     runs.push((t(11, 29, 0, 7), "nightly"));
     runs.push((t(12, 1, 0, 5), "crash"));
-    for h in 1..24 {
-        runs.push((t(12, 1, h, 5), "hourly"));
+    for h in 0..24 {
+        for m in [5, 20, 35, 50] {
+            if (h, m) != (0, 5) {
+                runs.push((t(12, 1, h, m), "period_close"));
+            }
+        }
     }
     runs.push((t(12, 2, 0, 5), "nightly"));
     runs.sort();
@@ -659,8 +664,8 @@ async fn a_month_of_usage_is_invoiced_as_quoted() {
                     second_run_of_29th = Some(s);
                 }
             }
-            "hourly" => {
-                let s = w.run(RunMode::Hourly).await;
+            "period_close" => {
+                let s = w.run(RunMode::PeriodClose).await;
                 assert!(s.failed.is_empty() && s.late_unbilled.is_empty(), "{s:#?}");
             }
             "crash" => {

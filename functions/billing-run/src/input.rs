@@ -1,7 +1,8 @@
 //! What an invocation asks for. Three shapes arrive:
 //!
 //! * EventBridge Scheduler (`ScheduleV2`) delivers exactly its `Input`: `{"date": "YYYY-MM-DD"}`
-//!   for a nightly run of that date, `{"mode": "hourly"}` for the hourly pass, or `{}`.
+//!   for a nightly run of that date, `{"mode": "period_close"}` for the
+//!   15-minute period-close pass, or `{}`.
 //! * An EventBridge rule (`Schedule`) delivers the scheduled-event envelope
 //!   (`"detail-type": "Scheduled Event"`, `"time"`): the night before `time`.
 //! * An operator invoking by hand: `{"date": "2026-11-20"}`, or nothing at all.
@@ -26,7 +27,7 @@ pub enum InputError {
     Date(String),
     #[error("date: {0} is in the future")]
     FutureDate(NaiveDate),
-    #[error("mode: expected \"nightly\" or \"hourly\", found {0:?}")]
+    #[error("mode: expected \"nightly\" or \"period_close\", found {0:?}")]
     Mode(String),
     #[error("time: expected an RFC 3339 time in the scheduled event, found {0:?}")]
     Time(String),
@@ -61,7 +62,7 @@ pub fn parse(payload: &Value, now: Timestamp) -> Result<RunRequest, InputError> 
         .map_err(|e| InputError::NotAnObject(e.to_string()))?;
     let mode = match direct.mode.as_deref() {
         None | Some("nightly") => RunMode::Nightly,
-        Some("hourly") => RunMode::Hourly,
+        Some("period_close") => RunMode::PeriodClose,
         Some(other) => return Err(InputError::Mode(other.to_string())),
     };
     let date = match direct.date {
@@ -109,8 +110,8 @@ mod tests {
             "region": "us-east-1", "resources": [], "detail": {}
         });
         assert_eq!(parse(&envelope, now()).unwrap(), nightly(d("2026-11-19")));
-        let hourly = parse(&json!({"mode": "hourly"}), now()).unwrap();
-        assert_eq!(hourly.mode, RunMode::Hourly);
+        let pass = parse(&json!({"mode": "period_close"}), now()).unwrap();
+        assert_eq!(pass.mode, RunMode::PeriodClose);
     }
 
     #[test]

@@ -80,7 +80,7 @@ type Work = BTreeMap<SubscriptionId, BTreeSet<MeterId>>;
 enum Pass {
     /// All listed subscriptions (the nightly sweep).
     All,
-    /// Only those whose billing period just ended (the hourly flush).
+    /// Only those whose billing period just ended (the period-close pass).
     PeriodClosed,
 }
 
@@ -118,7 +118,7 @@ impl BillingRun {
     }
 
     /// Runs once. `deadline`: stop starting new subscriptions `deadline_margin` before it; the
-    /// next invocation (the hourly pass) continues, because every step is re-runnable.
+    /// next invocation (the period-close pass) continues, because every step is re-runnable.
     pub async fn run(
         &self,
         request: RunRequest,
@@ -133,7 +133,7 @@ impl BillingRun {
         };
         match request.mode {
             RunMode::Nightly => self.nightly(request.date, now, &ctx).await?,
-            RunMode::Hourly => {
+            RunMode::PeriodClose => {
                 // Finish the night if its run was cut short (deadline, crash, Stripe outage).
                 let night = (now - Duration::days(1)).date_naive();
                 if !self.night_done(night).await? {
@@ -194,7 +194,7 @@ impl BillingRun {
         Ok(())
     }
 
-    /// The hourly flush: subscriptions with usage today or yesterday whose billing period
+    /// The period-close pass (every 15 minutes): subscriptions with usage today or yesterday whose billing period
     /// ended within the last two hours get their final slice reported while Stripe still
     /// waits before finalising the invoice.
     async fn period_close(&self, now: Timestamp, ctx: &Ctx<'_>) -> Result<(), RunError> {
@@ -445,8 +445,9 @@ impl BillingRun {
             Ok(()) => {}
             // Stripe already holds this identifier: an earlier send of this very claim got
             // through (identifiers are unique per claim), only its answer was lost.
-            Err(PaymentsError::InvalidRequest { code: Some(code), .. })
-                if code == "resource_already_exists" => {}
+            Err(PaymentsError::InvalidRequest {
+                code: Some(code), ..
+            }) if code == "resource_already_exists" => {}
             Err(e) => return Err(payments_failure(&t.sub.id, Some(t.meter), &e)),
         }
         {

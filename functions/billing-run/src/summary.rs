@@ -45,7 +45,8 @@ pub struct LateUsage {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RunSummary {
     pub mode: RunMode,
-    /// The night a nightly run reports (for an hourly run: the night it may have finished).
+    /// The night a nightly run reports (for a period-close pass: the night it may have
+    /// finished).
     pub date: NaiveDate,
     /// Usage in hours ending by this instant was eligible.
     pub cutoff: Option<Timestamp>,

@@ -281,7 +281,10 @@ pub fn plan_meter(input: &MeterPlanInput<'_>, cfg: &BillingConfig) -> Vec<SliceA
             .iter()
             .filter(|e| e.from < slice.to && e.to > slice.from)
             .collect();
-        if let Some(bad) = entries.iter().find(|e| e.from != slice.from || e.to != slice.to) {
+        if let Some(bad) = entries
+            .iter()
+            .find(|e| e.from != slice.from || e.to != slice.to)
+        {
             // Reporting any slice of this meter now could count hours twice: stop the meter.
             return vec![SliceAction::Inconsistent {
                 slice: slice.clone(),
@@ -342,8 +345,9 @@ pub fn plan_meter(input: &MeterPlanInput<'_>, cfg: &BillingConfig) -> Vec<SliceA
 pub enum RunMode {
     /// The nightly sweep of one UTC date (and the late window before it).
     Nightly,
-    /// The hourly pass: finish an interrupted nightly run, flush periods that just ended.
-    Hourly,
+    /// The frequent pass (every 15 minutes): finish an interrupted nightly run, and flush the
+    /// periods that just ended while Stripe waits before finalising their invoices.
+    PeriodClose,
 }
 
 /// Whether a subscription's stored period has a boundary that a period-close flush should act
@@ -423,11 +427,15 @@ mod tests {
     #[test]
     fn default_config_is_valid_and_bounds_are_checked() {
         assert_eq!(BillingConfig::default().validate(), Ok(()));
-        let mut c = BillingConfig::default();
-        c.late_window = Duration::days(40);
+        let c = BillingConfig {
+            late_window: Duration::days(40),
+            ..BillingConfig::default()
+        };
         assert_eq!(c.validate(), Err(BillingConfigError::LateWindow));
-        let mut c = BillingConfig::default();
-        c.dedupe_window = Duration::hours(24);
+        let c = BillingConfig {
+            dedupe_window: Duration::hours(24),
+            ..BillingConfig::default()
+        };
         assert_eq!(c.validate(), Err(BillingConfigError::DedupeWindow));
     }
 
@@ -461,25 +469,52 @@ mod tests {
                 assert!(ts < pe, "{x:?}");
             }
         }
-        assert_eq!(s[1].event_timestamp(), t(15, 12, 59) + Duration::seconds(59));
+        assert_eq!(
+            s[1].event_timestamp(),
+            t(15, 12, 59) + Duration::seconds(59)
+        );
     }
 
     #[test]
     fn a_closed_day_is_reported_once_with_a_deterministic_identifier() {
-        let buckets = [bucket(t(20, 3, 0), 10), bucket(t(20, 23, 0), 5), bucket(t(21, 0, 0), 7)];
+        let buckets = [
+            bucket(t(20, 3, 0), 10),
+            bucket(t(20, 23, 0), 5),
+            bucket(t(21, 0, 0), 7),
+        ];
         let now = t(21, 0, 5);
         let cut = cutoff(t(21, 0, 0), now, &BillingConfig::default());
         assert_eq!(cut, t(21, 0, 0));
-        let a = plan(&[t(1, 0, 0), t(30, 0, 0)], &buckets, &[], t(18, 0, 0), cut, now);
+        let a = plan(
+            &[t(1, 0, 0), t(30, 0, 0)],
+            &buckets,
+            &[],
+            t(18, 0, 0),
+            cut,
+            now,
+        );
         let r = reports(&a);
         assert_eq!(r.len(), 1, "{a:?}");
-        assert_eq!((r[0].quantity, r[0].from, r[0].to, r[0].seq), (15, t(20, 0, 0), t(21, 0, 0), 0));
-        assert_eq!(r[0].identifier, meter_event_identifier(&sub(), &meter(), t(20, 0, 0), 0));
+        assert_eq!(
+            (r[0].quantity, r[0].from, r[0].to, r[0].seq),
+            (15, t(20, 0, 0), t(21, 0, 0), 0)
+        );
+        assert_eq!(
+            r[0].identifier,
+            meter_event_identifier(&sub(), &meter(), t(20, 0, 0), 0)
+        );
         assert_eq!(r[0].event_timestamp, t(20, 23, 59) + Duration::seconds(59));
 
         // The same run again (second invocation of the night): nothing left.
         let ledger = [sent(r[0].clone(), now)];
-        let again = plan(&[t(1, 0, 0), t(30, 0, 0)], &buckets, &ledger, t(18, 0, 0), cut, now);
+        let again = plan(
+            &[t(1, 0, 0), t(30, 0, 0)],
+            &buckets,
+            &ledger,
+            t(18, 0, 0),
+            cut,
+            now,
+        );
         assert!(again.is_empty(), "{again:?}");
     }
 
@@ -488,14 +523,28 @@ mod tests {
         // 00:03: the 23:00 hour ended, but records may still be in flight.
         let cut = cutoff(t(21, 0, 0), t(21, 0, 3), &BillingConfig::default());
         assert_eq!(cut, t(20, 23, 0));
-        let a = plan(&[], &[bucket(t(20, 5, 0), 1)], &[], t(18, 0, 0), cut, t(21, 0, 3));
+        let a = plan(
+            &[],
+            &[bucket(t(20, 5, 0), 1)],
+            &[],
+            t(18, 0, 0),
+            cut,
+            t(21, 0, 3),
+        );
         assert!(reports(&a).is_empty());
     }
 
     #[test]
     fn late_records_are_reported_as_a_further_entry_of_their_slice() {
         let b = [t(1, 0, 0)];
-        let first = reports(&plan(&b, &[bucket(t(20, 4, 0), 10)], &[], t(18, 0, 0), t(21, 0, 0), t(21, 0, 5)));
+        let first = reports(&plan(
+            &b,
+            &[bucket(t(20, 4, 0), 10)],
+            &[],
+            t(18, 0, 0),
+            t(21, 0, 0),
+            t(21, 0, 5),
+        ));
         let ledger = [sent(first[0].clone(), t(21, 0, 6))];
         // A record for 04:00 on the 20th arrives on the 21st; the next night reports the rest.
         let buckets = [bucket(t(20, 4, 0), 13), bucket(t(21, 9, 0), 2)];
@@ -537,21 +586,49 @@ mod tests {
     fn an_unconfirmed_claim_is_resent_unchanged_within_the_dedupe_window_only() {
         let b = [t(1, 0, 0)];
         let buckets = [bucket(t(20, 4, 0), 10)];
-        let claim = reports(&plan(&b, &buckets, &[], t(18, 0, 0), t(21, 0, 0), t(21, 0, 5)))
-            .remove(0);
+        let claim = reports(&plan(
+            &b,
+            &buckets,
+            &[],
+            t(18, 0, 0),
+            t(21, 0, 0),
+            t(21, 0, 5),
+        ))
+        .remove(0);
         // Crashed after sending, before marking. A run two minutes later leaves it to the
         // invocation that may still be sending it.
-        let a = plan(&b, &buckets, &[claim.clone()], t(18, 0, 0), t(21, 0, 0), t(21, 0, 7));
+        let a = plan(
+            &b,
+            &buckets,
+            std::slice::from_ref(&claim),
+            t(18, 0, 0),
+            t(21, 0, 0),
+            t(21, 0, 7),
+        );
         assert_eq!(a, vec![SliceAction::InFlight(claim.clone())]);
         // An hour later (more usage arrived meanwhile): resend the claim as it was, and report
         // only the difference as a new entry.
         let more = [bucket(t(20, 4, 0), 12)];
-        let a = plan(&b, &more, &[claim.clone()], t(18, 0, 0), t(21, 0, 0), t(21, 1, 5));
+        let a = plan(
+            &b,
+            &more,
+            std::slice::from_ref(&claim),
+            t(18, 0, 0),
+            t(21, 0, 0),
+            t(21, 1, 5),
+        );
         assert_eq!(a[0], SliceAction::Resend(claim.clone()));
         let r = reports(&a);
         assert_eq!((r[0].seq, r[0].quantity), (1, 2));
         // A day later Stripe may have forgotten the identifier: do not resend.
-        let a = plan(&b, &buckets, &[claim.clone()], t(18, 0, 0), t(22, 0, 0), t(22, 0, 5));
+        let a = plan(
+            &b,
+            &buckets,
+            std::slice::from_ref(&claim),
+            t(18, 0, 0),
+            t(22, 0, 0),
+            t(22, 0, 5),
+        );
         assert_eq!(a, vec![SliceAction::Unconfirmed(claim)]);
     }
 
@@ -559,7 +636,14 @@ mod tests {
     fn a_ledger_that_does_not_fit_the_slices_stops_the_meter_slice() {
         let b = [t(1, 0, 0)];
         let buckets = [bucket(t(20, 4, 0), 10), bucket(t(20, 15, 0), 1)];
-        let whole_day = reports(&plan(&b, &buckets, &[], t(18, 0, 0), t(21, 0, 0), t(21, 0, 5)));
+        let whole_day = reports(&plan(
+            &b,
+            &buckets,
+            &[],
+            t(18, 0, 0),
+            t(21, 0, 0),
+            t(21, 0, 5),
+        ));
         // Later a boundary appears at 12:10 on the 20th (e.g. a plan change re-anchored).
         let a = plan(
             &[t(1, 0, 0), t(20, 12, 10)],
@@ -585,8 +669,23 @@ mod tests {
     #[test]
     fn period_close_detection() {
         let c = BillingConfig::default();
-        assert!(period_just_ended(Some(t(15, 13, 37)), None, t(15, 14, 5), &c));
-        assert!(!period_just_ended(Some(t(15, 13, 37)), Some(t(16, 0, 0)), t(15, 17, 0), &c));
-        assert!(period_just_ended(Some(t(1, 0, 0)), Some(t(15, 13, 37)), t(15, 13, 40), &c));
+        assert!(period_just_ended(
+            Some(t(15, 13, 37)),
+            None,
+            t(15, 14, 5),
+            &c
+        ));
+        assert!(!period_just_ended(
+            Some(t(15, 13, 37)),
+            Some(t(16, 0, 0)),
+            t(15, 17, 0),
+            &c
+        ));
+        assert!(period_just_ended(
+            Some(t(1, 0, 0)),
+            Some(t(15, 13, 37)),
+            t(15, 13, 40),
+            &c
+        ));
     }
 }
