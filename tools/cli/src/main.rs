@@ -38,6 +38,8 @@ subcommands! {
         Quote(quote),
         /// Work with the catalog file.
         Catalog(catalog),
+        /// Run the whole stack on this machine (DynamoDB Local, Stripe emulator, every function on one port).
+        Local(local),
     }
 }
 

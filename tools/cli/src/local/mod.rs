@@ -1,0 +1,92 @@
+//! `tollgate local [--port 8080] [--demo] [--exit-after-demo]`: the whole stack on this
+//! machine (the library `tollgate_local`, in this folder), then a scripted month if asked.
+
+use crate::Run;
+use anyhow::Context;
+use std::path::PathBuf;
+use tollgate_local::{LocalStack, StackOptions, demo};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Port on 127.0.0.1 for the HTTP API routes, the portal and the operator routes.
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// Play a scripted month: consumers subscribe, call the API, one runs out of credit, one
+    /// fails to pay; prints each consumer's invoice, state and the events published.
+    #[arg(long)]
+    demo: bool,
+    /// Stop after the demo (with exit code 1 if an invoice differs from its quote).
+    #[arg(long, requires = "demo")]
+    exit_after_demo: bool,
+    /// The catalog synced into the emulator and served by the functions.
+    #[arg(long, default_value = "examples/catalog.json")]
+    catalog: PathBuf,
+    /// Where the connection details are written.
+    #[arg(long, default_value = ".tollgate/local.json")]
+    info_file: PathBuf,
+}
+
+impl Run for Args {
+    fn run(self) -> anyhow::Result<()> {
+        let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into());
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .try_init();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?;
+        runtime.block_on(self.serve())
+    }
+}
+
+impl Args {
+    async fn serve(self) -> anyhow::Result<()> {
+        let root = std::env::current_dir()?;
+        if !root.join("template.yaml").is_file() {
+            anyhow::bail!(
+                "run `tollgate local` from the repository root (template.yaml not found in {})",
+                root.display()
+            );
+        }
+        let mut opts = StackOptions::new(&root);
+        opts.port = self.port;
+        opts.catalog = self.catalog.clone();
+        let started = std::time::Instant::now();
+        let stack = LocalStack::start(opts).await?;
+        stack.write_info(&self.info_file)?;
+        let i = &stack.info;
+        println!(
+            "tollgate local stack up in {:.1} s\n  API          {}\n  portal       {}\n  \
+             Stripe       {} (emulator; webhooks → {}/stripe/webhook)\n  DynamoDB     {} \
+             (table {})\n  EventBridge  {} (capture: GET {}/_local/events)\n  secrets      {}\n  \
+             operator     POST {}/_local/billing-run?date=YYYY-MM-DD · POST \
+             {}/_local/clock/advance?days=N",
+            started.elapsed().as_secs_f64(),
+            i.base_url,
+            i.portal_url,
+            i.emulator_url,
+            i.base_url,
+            i.dynamodb_endpoint,
+            i.table_name,
+            i.eventbridge_endpoint,
+            i.base_url,
+            self.info_file.display(),
+            i.base_url,
+            i.base_url,
+        );
+        if self.demo {
+            let report = demo::run(&stack, &mut std::io::stdout()).await?;
+            if self.exit_after_demo {
+                if !report.invoices_match_quotes() {
+                    anyhow::bail!("an invoice differs from the pricing engine's quote");
+                }
+                return Ok(());
+            }
+        }
+        println!("serving; Ctrl-C stops everything");
+        tokio::signal::ctrl_c().await?;
+        Ok(())
+    }
+}

