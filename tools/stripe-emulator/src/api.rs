@@ -183,6 +183,7 @@ impl State {
                 let sub = self.retrieve(&self.subscriptions, "subscription", &sub_id)?;
                 Ok(sub["items"].clone())
             }
+            ("POST", ["subscription_items", id]) => self.update_subscription_item(id, p),
             ("GET", ["subscription_items", id]) => self
                 .subscription_item(id)
                 .ok_or_else(|| ApiError::no_such("subscription_item", id, "id")),
@@ -1084,6 +1085,32 @@ impl State {
         Ok(session)
     }
 
+    /// `POST /v1/subscription_items/{id}`: a seat count change, as an update of its subscription.
+    fn update_subscription_item(&mut self, id: &str, p: &Params) -> ApiResult<Value> {
+        let sub_id = self
+            .item_owner
+            .get(id)
+            .cloned()
+            .ok_or_else(|| ApiError::no_such("subscription_item", id, "id"))?;
+        let mut change = serde_json::Map::new();
+        change.insert("id".into(), json!(id));
+        if let Some(q) = p.get("quantity") {
+            change.insert("quantity".into(), q.clone());
+        }
+        self.update_subscription(&sub_id, &Params(json!({"items": [change]})))?;
+        let mut item = self.subscription_item(id).expect("owned item");
+        item["metadata"] = p.merge_metadata(&item["metadata"])?;
+        if let Some(data) = self
+            .subscriptions
+            .get_mut(&sub_id)
+            .and_then(|s| s["items"]["data"].as_array_mut())
+            && let Some(stored) = data.iter_mut().find(|i| i["id"] == id)
+        {
+            *stored = item.clone();
+        }
+        Ok(item)
+    }
+
     fn update_subscription(&mut self, id: &str, p: &Params) -> ApiResult<Value> {
         let before = self.retrieve(&self.subscriptions, "subscription", id)?;
         let mut sub = before.clone();
@@ -1463,6 +1490,20 @@ fn allowed_params(method: &str, segs: &[&str]) -> Option<&'static [&'static str]
         ("POST", ["checkout", "sessions"]) => SESSION,
         ("POST", ["checkout", "sessions", _, "expire"]) => &["expand"],
         ("POST", ["subscriptions", _]) => SUBSCRIPTION_UPDATE,
+        ("POST", ["subscription_items", _]) => &[
+            "billing_thresholds",
+            "discounts",
+            "expand",
+            "metadata",
+            "off_session",
+            "payment_behavior",
+            "price",
+            "price_data",
+            "proration_behavior",
+            "proration_date",
+            "quantity",
+            "tax_rates",
+        ],
         ("DELETE", ["subscriptions", _]) => {
             &["cancellation_details", "expand", "invoice_now", "prorate"]
         }

@@ -405,6 +405,10 @@ impl State {
     pub fn attempt_payment(&mut self, inv_id: &str) {
         let mut inv = self.invoices.get(inv_id).cloned().expect("known invoice");
         if inv["status"] != "open" {
+            // Paid or voided meanwhile: drop any scheduled retry, or the clock would spin on it.
+            if let Some(t) = self.invoice_timers.get_mut(inv_id) {
+                t.next_attempt = None;
+            }
             return;
         }
         let customer = inv["customer"].as_str().unwrap_or_default().to_string();

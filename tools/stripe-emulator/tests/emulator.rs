@@ -1093,3 +1093,56 @@ async fn http_controls_and_checkout_page() {
     .await;
     assert_eq!(st, 200);
 }
+
+#[tokio::test]
+async fn seat_changes_bill_from_the_next_period() {
+    let s = start().await;
+    let cus = s.customer("seats@example.com").await;
+    let product = s.post("/v1/products", &[("name", "Team")]).await;
+    let price = s
+        .post(
+            "/v1/prices",
+            &[
+                ("currency", "usd"),
+                ("product", product["id"].as_str().unwrap()),
+                ("unit_amount", "500"),
+                ("recurring[interval]", "month"),
+            ],
+        )
+        .await;
+    let session = s
+        .subscription_checkout(&cus, &[(price["id"].as_str().unwrap(), Some("2"))])
+        .await;
+    assert_eq!(session["amount_total"], 1000);
+    let sub_id = s
+        .emu
+        .complete_checkout(session["id"].as_str().unwrap(), Card::Good)
+        .unwrap()["subscription"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let sub = s.get(&format!("/v1/subscriptions/{sub_id}")).await;
+    let si = sub["items"]["data"][0]["id"].as_str().unwrap().to_string();
+    let item = s
+        .post(
+            &format!("/v1/subscription_items/{si}"),
+            &[("quantity", "3"), ("proration_behavior", "none")],
+        )
+        .await;
+    assert_eq!(item["quantity"], 3);
+    s.emu.set_time(MONTH_2026_02 + 2 * HOUR as i64);
+    let sub = s.get(&format!("/v1/subscriptions/{sub_id}")).await;
+    let inv = s
+        .get(&format!(
+            "/v1/invoices/{}",
+            sub["latest_invoice"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(
+        (
+            inv["amount_paid"].as_i64(),
+            inv["lines"]["data"][0]["quantity"].as_i64()
+        ),
+        (Some(1500), Some(3))
+    );
+}
