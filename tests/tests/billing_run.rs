@@ -17,8 +17,9 @@ use tollgate_domain::events::DomainEvent;
 use tollgate_domain::ids::{ConsumerId, MeterId, StripeId, SubscriptionId};
 use tollgate_domain::money::Currency;
 use tollgate_domain::ports::{
-    CheckoutRequest, CheckoutSession, CustomerCredit, Expect, MeterEvent, Payments, PaymentsResult,
-    Purchase, Store, SubscriptionSnapshot, UsageBucketKey, Write, checkout_line_items,
+    CheckoutRequest, CheckoutSession, CustomerCredit, Expect, MeterEvent, Payments, PaymentsError,
+    PaymentsResult, Purchase, Store, SubscriptionSnapshot, UsageBucketKey, Write,
+    checkout_line_items,
 };
 use tollgate_domain::pricing::{QuoteRequest, quote};
 use tollgate_domain::subscription::{Subscription, SubscriptionStatus};
@@ -149,17 +150,13 @@ impl World {
     /// A consumer subscribes through Stripe Checkout and tollgate stores the subscription as
     /// the webhook would: Stripe's ids and period, status active.
     async fn subscribe(&self, name: &str, product: &str) -> Subscription {
-        self.subscribe_with(name, product, self.payments.as_ref())
-            .await
+        self.subscribe_as(name, name, product).await
     }
 
-    async fn subscribe_with(
-        &self,
-        name: &str,
-        product: &str,
-        stripe: &dyn Payments,
-    ) -> Subscription {
-        let consumer = ConsumerId::parse(format!("consumer-{name}")).unwrap();
+    /// `consumer`'s subscription `name`: one consumer (one Stripe customer) may hold several.
+    async fn subscribe_as(&self, consumer: &str, name: &str, product: &str) -> Subscription {
+        let stripe = self.payments.as_ref();
+        let consumer = ConsumerId::parse(format!("consumer-{consumer}")).unwrap();
         let customer = stripe.ensure_customer(&consumer, None).await.unwrap();
         let p = self.catalog.product(product).unwrap();
         let (mode, line_items) = checkout_line_items(p, Purchase::Product { seats: None }).unwrap();
@@ -737,6 +734,194 @@ async fn a_month_of_usage_is_invoiced_as_quoted() {
             sub.name, invoice["total"], q.total
         );
     }
+}
+
+/// Counts meter-event calls in flight, overall and per (customer, meter), and can refuse the
+/// events of one customer.
+struct Watching {
+    inner: Arc<dyn Payments>,
+    in_flight: std::sync::Mutex<BTreeMap<String, usize>>,
+    max_per_key: AtomicUsize,
+    max_total: AtomicUsize,
+    total: AtomicUsize,
+    refuse: Option<StripeId>,
+}
+
+impl Watching {
+    fn new(inner: Arc<dyn Payments>, refuse: Option<StripeId>) -> Arc<Self> {
+        Arc::new(Self {
+            inner,
+            in_flight: std::sync::Mutex::new(BTreeMap::new()),
+            max_per_key: AtomicUsize::new(0),
+            max_total: AtomicUsize::new(0),
+            total: AtomicUsize::new(0),
+            refuse,
+        })
+    }
+}
+
+#[async_trait]
+impl Payments for Watching {
+    async fn ensure_customer(
+        &self,
+        consumer: &ConsumerId,
+        email: Option<&str>,
+    ) -> PaymentsResult<StripeId> {
+        self.inner.ensure_customer(consumer, email).await
+    }
+    async fn create_checkout_session(
+        &self,
+        request: &CheckoutRequest,
+    ) -> PaymentsResult<CheckoutSession> {
+        self.inner.create_checkout_session(request).await
+    }
+    async fn get_subscription(&self, id: &StripeId) -> PaymentsResult<SubscriptionSnapshot> {
+        self.inner.get_subscription(id).await
+    }
+    async fn cancel_at_period_end(&self, id: &StripeId) -> PaymentsResult<SubscriptionSnapshot> {
+        self.inner.cancel_at_period_end(id).await
+    }
+    async fn report_meter_event(&self, event: &MeterEvent) -> PaymentsResult<()> {
+        if self.refuse.as_ref() == Some(&event.customer) {
+            return Err(PaymentsError::InvalidRequest {
+                param: Some("payload[stripe_customer_id]".into()),
+                code: Some("resource_missing".into()),
+                message: "No such customer".into(),
+            });
+        }
+        let key = format!("{}#{}", event.customer, event.event_name);
+        {
+            let mut m = self.in_flight.lock().unwrap();
+            let n = m.entry(key.clone()).or_default();
+            *n += 1;
+            self.max_per_key.fetch_max(*n, Ordering::SeqCst);
+        }
+        let total = self.total.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_total.fetch_max(total, Ordering::SeqCst);
+        // Long enough for overlapping calls to show.
+        tokio::time::sleep(StdDuration::from_millis(20)).await;
+        let r = self.inner.report_meter_event(event).await;
+        self.total.fetch_sub(1, Ordering::SeqCst);
+        *self.in_flight.lock().unwrap().get_mut(&key).unwrap() -= 1;
+        r
+    }
+    async fn add_customer_credit(&self, credit: &CustomerCredit) -> PaymentsResult<StripeId> {
+        self.inner.add_customer_credit(credit).await
+    }
+}
+
+#[tokio::test]
+async fn calls_overlap_but_never_twice_for_one_customer_and_meter_and_one_failure_stops_nobody() {
+    let w = world(t(11, 1, 9, 0)).await;
+    // acme holds three subscriptions on the same meter: one Stripe customer.
+    let mut acme = Vec::new();
+    for i in 0..3 {
+        acme.push(w.subscribe_as("acme", &format!("acme{i}"), "payg").await);
+    }
+    let mut others = Vec::new();
+    for i in 0..6 {
+        others.push(w.subscribe(&format!("o{i}"), "payg").await);
+    }
+    let broken = w.subscribe("broken", "payg").await;
+    for sub in acme.iter().chain(&others).chain([&broken]) {
+        for day in 2..=4 {
+            w.add_usage(&sub.id, t(11, day, 12, 0), 10).await;
+        }
+    }
+    // Stripe is briefly overloaded: the adapter's retries ride it out.
+    w.stripe
+        .inject_fault("POST", "/v1/billing/meter_events", 429, 2);
+    w.set_time(t(11, 5, 0, 5));
+    let watching = Watching::new(w.payments.clone(), broken.stripe_customer_id.clone());
+    let s = w.run_with(watching.clone(), RunMode::Nightly).await;
+
+    assert_eq!(watching.max_per_key.load(Ordering::SeqCst), 1);
+    assert!(
+        watching.max_total.load(Ordering::SeqCst) > 1,
+        "calls ran concurrently"
+    );
+    assert_eq!(s.reported, 9 * 3, "{s:#?}");
+    assert_eq!(s.failed.len(), 1, "{s:#?}");
+    assert_eq!(s.failed[0].subscription_id, broken.id);
+    assert!(!s.failed[0].retryable);
+    let acme_customer = acme[0].stripe_customer_id.clone().unwrap();
+    assert!(
+        acme.iter()
+            .all(|s| s.stripe_customer_id.as_ref() == Some(&acme_customer))
+    );
+    assert_eq!(
+        w.stripe_usage(&acme_customer, t(11, 1, 0, 0), t(11, 5, 0, 0))
+            .await,
+        90
+    );
+    let retried = w
+        .stripe
+        .requests()
+        .iter()
+        .filter(|r| r.fault_injected)
+        .count();
+    assert_eq!(retried, 2);
+}
+
+#[tokio::test]
+async fn two_runs_of_one_night_at_once_report_each_slice_once() {
+    let w = world(t(11, 1, 9, 0)).await;
+    let mut subs = Vec::new();
+    for i in 0..8 {
+        let sub = w.subscribe(&format!("twin{i}"), "payg").await;
+        for day in 2..=4 {
+            w.add_usage(&sub.id, t(11, day, 7, 0), 100 + i).await;
+        }
+        subs.push(sub);
+    }
+    w.set_time(t(11, 5, 0, 5));
+    let (a, b) = tokio::join!(w.run(RunMode::Nightly), w.run(RunMode::Nightly));
+    // Every slice was claimed by exactly one of them (the other saw a conflict or the entry).
+    assert_eq!(a.reported + b.reported, 8 * 3, "{a:#?} {b:#?}");
+    assert!(a.failed.is_empty() && b.failed.is_empty());
+    for (i, sub) in subs.iter().enumerate() {
+        let customer = sub.stripe_customer_id.as_ref().unwrap();
+        let used = w
+            .stripe_usage(customer, t(11, 1, 0, 0), t(11, 5, 0, 0))
+            .await;
+        assert_eq!(used, 3 * (100 + i as u64));
+    }
+}
+
+#[tokio::test]
+async fn a_run_near_its_deadline_stops_cleanly_and_the_next_pass_continues() {
+    let w = world(t(11, 1, 9, 0)).await;
+    let mut subs = Vec::new();
+    for i in 0..5 {
+        let sub = w.subscribe(&format!("late{i}"), "payg").await;
+        w.add_usage(&sub.id, t(11, 3, 7, 0), 50).await;
+        subs.push(sub);
+    }
+    w.set_time(t(11, 4, 0, 5));
+    // The Lambda context says 10 s are left; the margin is 30 s: nothing new is started.
+    let request = RunRequest {
+        mode: RunMode::Nightly,
+        date: t(11, 3, 0, 0).date_naive(),
+    };
+    let deadline = std::time::SystemTime::now() + StdDuration::from_secs(10);
+    let s = w
+        .billing_run(w.payments.clone(), test_config())
+        .run(request, Some(deadline))
+        .await
+        .unwrap();
+    assert_eq!(
+        (s.reported, s.deferred, s.complete),
+        (0, 5, false),
+        "{s:#?}"
+    );
+
+    // Fifteen minutes later the period-close pass finishes the night, then marks it done.
+    w.set_time(t(11, 4, 0, 20));
+    let s = w.run(RunMode::PeriodClose).await;
+    assert_eq!((s.reported, s.deferred, s.complete), (5, 0, true), "{s:#?}");
+    w.set_time(t(11, 4, 0, 35));
+    let s = w.run(RunMode::PeriodClose).await;
+    assert_eq!((s.reported, s.skipped), (0, 0), "the night is done: {s:#?}");
 }
 
 /// The scale run: N subscriptions with usage, one nightly run against the emulator. Ignored
