@@ -11,6 +11,7 @@ use tollgate_app::error::json_response;
 use tollgate_app::json::parse_body;
 use tollgate_domain::apikey::NewApiKey;
 use tollgate_domain::catalog::Product;
+use tollgate_domain::entitlement::status_gate_write;
 use tollgate_domain::events::DomainEvent;
 use tollgate_domain::ids::{ConsumerId, MeterId, ProductId, StripeId, SubscriptionId};
 use tollgate_domain::lifecycle::{self, BillingFact};
@@ -209,14 +210,16 @@ impl Checkout {
                 updated_at: now,
                 version: 0,
             };
+            let record = api_key_record(key, &sub, now);
             let writes = vec![
                 Write::PutSubscription {
                     subscription: sub.clone(),
                     expect: Expect::Absent,
                 },
-                Write::PutApiKey(api_key_record(key, &sub, now)),
+                Write::PutApiKey(record.clone()),
             ];
             self.store.commit(writes).await?;
+            self.gate_new_key(&sub, 0, &record).await;
         }
 
         let session = self
@@ -284,6 +287,7 @@ impl Checkout {
                 Write::PutApiKey(api_key.clone()),
             ])
             .await?;
+        self.gate_new_key(&sub, 0, &api_key).await;
         let mut events: Vec<DomainEvent> = effects.iter().map(|e| e.event(&sub, now)).collect();
         events.push(key_issued(&api_key));
         self.publish(&events).await;
@@ -472,18 +476,22 @@ impl Checkout {
             .map_err(|e| ApiError::bad_request("product", e.to_string()))?;
         let product = ProductId::parse(q.product)
             .map_err(|e| ApiError::bad_request("product", e.to_string()))?;
-        let live = self
-            .store
-            .list_subscriptions(&consumer)
-            .await?
-            .into_iter()
-            .find(|s| s.product_id == product && s.status.grants_access());
+        let subs = self.store.list_subscriptions(&consumer).await?;
+        // Seed 003's rule lives in the domain: a free product is never "paid", one-time access
+        // counts until it expires.
+        let now = self.clock.now();
+        let paid = tollgate_domain::entitlement::has_paid(&subs, &self.catalog, &product, now);
+        let live = subs.into_iter().find(|s| {
+            paid && s.product_id == product
+                && s.status.grants_access()
+                && s.access_expires_at.is_none_or(|t| now < t)
+        });
         Ok(json_response(
             StatusCode::OK,
             &serde_json::json!({
                 "consumer_id": consumer,
                 "product_id": product,
-                "paid": live.is_some(),
+                "paid": paid,
                 "subscription_id": live.map(|s| s.id),
             }),
         ))
@@ -522,11 +530,19 @@ impl Checkout {
                     events.extend(effects.iter().map(|e| e.event(&sub, now)));
                 }
             }
-            let write = Write::PutSubscription {
+            let mut writes = vec![Write::PutSubscription {
                 subscription: sub.clone(),
                 expect: Expect::Version(version),
-            };
-            match self.store.commit(vec![write]).await {
+            }];
+            if !events.is_empty() {
+                // The status changed: the keys' entitlement gates follow in the same commit.
+                for key in self.store.list_api_keys(&id).await? {
+                    if key.revoked_at.is_none() {
+                        writes.push(status_gate_write(&sub, version + 1, &key.hash));
+                    }
+                }
+            }
+            match self.store.commit(writes).await {
                 Ok(()) => {
                     self.publish(&events).await;
                     sub.version = version + 1;
@@ -583,6 +599,7 @@ impl Checkout {
             }
             Err(e) => return Err(e.into()),
         }
+        self.gate_new_key(&sub, version + 1, &record).await;
         self.publish(&[key_issued(&record)]).await;
         Ok(json_response(
             StatusCode::CREATED,
@@ -593,6 +610,17 @@ impl Checkout {
                 revoked: live.into_iter().map(|k| k.prefix).collect(),
             },
         ))
+    }
+
+    /// Copies the subscription's status onto a key just created, for the one-read entitlement
+    /// check. It cannot be in the commit that creates the key (DynamoDB refuses two operations
+    /// on one item in a transaction); if it is lost, the check reads the subscription instead
+    /// (correct, one read slower), and a newer copy written meanwhile is never overwritten.
+    async fn gate_new_key(&self, sub: &Subscription, stored_version: u64, key: &ApiKey) {
+        let write = status_gate_write(sub, stored_version, &key.hash);
+        if let Err(e) = self.store.commit(vec![write]).await {
+            tracing::info!(subscription = %sub.id, error = %e, "key gate not written");
+        }
     }
 
     async fn load(&self, id: &SubscriptionId) -> Result<Subscription, ApiError> {

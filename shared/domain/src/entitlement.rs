@@ -213,18 +213,18 @@ impl Entitlement {
     }
 }
 
-/// Seed 003's `has_paid`: whether the consumer has a paid subscription to `product` that gives
-/// access now. Free products are never "paid"; one-time access counts until it expires.
+/// Seed 003's `has_paid`: whether the consumer holds `product` with nothing left to pay — a
+/// subscription that gives access now (active, or past due while Stripe retries). Seed 003 uses
+/// it to show paid-for content, so a free product the consumer subscribed to counts (its price,
+/// zero, is paid), a pending checkout or a suspended subscription does not, and one-time access
+/// counts until it expires. A product not in the catalog is never paid.
 pub fn has_paid(
     subscriptions: &[Subscription],
     catalog: &Catalog,
     product: &ProductId,
     now: Timestamp,
 ) -> bool {
-    let Some(p) = catalog.product(product.as_str()) else {
-        return false;
-    };
-    if p.is_free() {
+    if catalog.product(product.as_str()).is_none() {
         return false;
     }
     subscriptions.iter().any(|s| {
@@ -388,8 +388,20 @@ mod tests {
             &basic,
             now()
         ));
-        assert!(!has_paid(
+        assert!(has_paid(
             &[sub("free", SubscriptionStatus::Active)],
+            &c,
+            &free,
+            now()
+        ));
+        assert!(!has_paid(
+            &[sub("free", SubscriptionStatus::Canceled)],
+            &c,
+            &free,
+            now()
+        ));
+        assert!(!has_paid(
+            &[sub("basic", SubscriptionStatus::Active)],
             &c,
             &free,
             now()
