@@ -477,8 +477,8 @@ impl Checkout {
         let product = ProductId::parse(q.product)
             .map_err(|e| ApiError::bad_request("product", e.to_string()))?;
         let subs = self.store.list_subscriptions(&consumer).await?;
-        // Seed 003's rule lives in the domain: a free product is never "paid", one-time access
-        // counts until it expires.
+        // Seed 003's rule lives in the domain (`entitlement::has_paid`): live access, one-time
+        // access until it expires.
         let now = self.clock.now();
         let paid = tollgate_domain::entitlement::has_paid(&subs, &self.catalog, &product, now);
         let live = subs.into_iter().find(|s| {
