@@ -236,6 +236,11 @@ impl LocalStack {
             portal_secret: Secret::from_value("PORTAL_SECRET", portal_secret.clone()),
             return_url_allowlist: vec![format!("{base_url}/portal")],
         };
+        // The functions' defaults (CREDIT_OVERDRAFT_FLOOR 0, CREDIT_LOW_THRESHOLD 200).
+        let credit_policy = CreditPolicy {
+            floor: 0,
+            low_threshold: 200,
+        };
         let webhook = Webhook {
             store: Arc::new(store.clone()),
             payments: payments.clone(),
@@ -243,15 +248,13 @@ impl LocalStack {
             clock: Arc::new(SystemClock),
             catalog: catalog.clone(),
             webhook_secret: Secret::from_value("STRIPE_WEBHOOK_SECRET", webhook_secret.clone()),
+            credit_policy,
         };
         let usage = Usage::new(
             Arc::new(store.clone()),
             publisher.clone(),
             catalog.clone(),
-            CreditPolicy {
-                floor: 0,
-                low_threshold: 200,
-            },
+            credit_policy,
             IngestWindow::default(),
             clock.clone(),
             Secret::from_value("GATEWAY_SECRET", gateway_secret.clone()),
