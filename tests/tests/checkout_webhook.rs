@@ -64,7 +64,7 @@ impl Harness {
             .load()
             .await;
         let publisher = Arc::new(EventBridgePublisher::new(&sdk, "tollgate-test-bus"));
-        let store: Arc<dyn Store> = Arc::new(table.store.clone());
+        let store = Arc::new(table.store.clone());
 
         let checkout = Checkout {
             store: store.clone(),
@@ -82,6 +82,10 @@ impl Harness {
             clock: Arc::new(SystemClock),
             catalog,
             webhook_secret: Secret::from_value("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET),
+            credit_policy: tollgate_domain::credit::CreditPolicy {
+                floor: 0,
+                low_threshold: 200,
+            },
         };
         let (webhook_url, server) = serve(webhook).await;
         Harness {
@@ -620,11 +624,22 @@ async fn free_product_keys_and_cancel() {
         .unwrap();
     assert!(new.revoked_at.is_none());
 
-    let (status, paid) = h
-        .portal("GET", "/consumers/solo/has-paid?product=free", None)
-        .await;
-    assert_eq!(status, 200);
-    assert_eq!(paid["paid"], true);
+    // The consumer's subscriptions are listed from a GSI, which is eventually consistent (in
+    // DynamoDB Local too, under load): poll briefly.
+    let mut paid = json!(null);
+    for _ in 0..40 {
+        let (status, answer) = h
+            .portal("GET", "/consumers/solo/has-paid?product=free", None)
+            .await;
+        assert_eq!(status, 200);
+        paid = answer;
+        if paid["paid"] == true {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(paid["paid"], true, "{paid}");
+    assert_eq!(paid["subscription_id"], sub_id.as_str());
 
     let (status, view) = h
         .portal("POST", &format!("/subscriptions/{sub_id}/cancel"), None)
@@ -814,4 +829,59 @@ async fn one_time_access_is_active_until_it_ends() {
     let days = (ends - sub.created_at).num_days();
     assert!((6..=7).contains(&days), "7 days of access, got {days}");
     assert_eq!(h.count("SubscriptionActivated"), 1);
+}
+
+/// A credit pack bought through checkout (`mode=payment`) tops the consumer's balance up once,
+/// however often the event is delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credit_pack_purchase_tops_up_once() {
+    use tollgate_domain::ports::EntitlementReads;
+    let h = Harness::start().await;
+    h.stripe
+        .set_webhook_endpoint(&h.webhook_url, WEBHOOK_SECRET);
+    h.stripe.set_webhook_duplicates(true);
+    let (status, body) = h
+        .portal(
+            "POST",
+            "/checkout/sessions",
+            Some(json!({
+                "consumer_id": "prepayer", "product_id": "credits", "subscription_name": "topup",
+                "credit_amount": 5000,
+                "success_url": format!("{PORTAL}/ok"), "cancel_url": format!("{PORTAL}/no"),
+            })),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert!(
+        body.get("api_key").is_none(),
+        "a credit purchase issues no key"
+    );
+    let session = body["id"].as_str().unwrap();
+    h.stripe.complete_checkout(session, Card::Good).unwrap();
+    h.stripe.wait_for_webhooks_idle().await;
+    assert!(h.stripe.webhook_deliveries().iter().all(|d| d.succeeded()));
+    let consumer = tollgate_domain::ids::ConsumerId::parse("prepayer").unwrap();
+    let account = h
+        .table
+        .store
+        .get_credit_account(&consumer)
+        .await
+        .unwrap()
+        .expect("credit account");
+    assert_eq!(account.balance, 5000);
+
+    // A pack the product does not sell is refused before Stripe is asked.
+    let (status, body) = h
+        .portal(
+            "POST",
+            "/checkout/sessions",
+            Some(json!({
+                "consumer_id": "prepayer", "product_id": "credits", "subscription_name": "topup",
+                "credit_amount": 200,
+                "success_url": format!("{PORTAL}/ok"), "cancel_url": format!("{PORTAL}/no"),
+            })),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["field"], "credit_amount");
 }

@@ -156,6 +156,14 @@ impl Checkout {
             };
             ApiError::bad_request(field, e.to_string())
         })?;
+        // A prepaid product has nothing to pay at checkout: its usage is paid from credit bought
+        // separately (`credit_amount`), so, like a free product, it is active at once.
+        if line_items.is_empty() && input.credit_amount.is_none() {
+            if input.seats.is_some() {
+                return Err(ApiError::bad_request("seats", "the product has no seats"));
+            }
+            return self.activate_free(&input, name, &product, now).await;
+        }
 
         let customer = self
             .customer_for(&input.consumer_id, input.email.as_deref(), now)

@@ -25,16 +25,20 @@ use serde::Deserialize;
 use serde_json::Value;
 use std::sync::Arc;
 use tollgate_app::Secret;
+use tollgate_app::credit::{CreditPurchase, CreditStore, PurchaseOutcome, apply_credit_purchase};
 use tollgate_app::error::json_response;
 use tollgate_domain::Catalog;
 use tollgate_domain::catalog::Access;
+use tollgate_domain::credit::CreditPolicy;
+use tollgate_domain::entitlement::status_gate_write;
 use tollgate_domain::events::DomainEvent;
 use tollgate_domain::ids::{StripeId, SubscriptionId};
 use tollgate_domain::lifecycle::{self, BillingFact, Effect};
 use tollgate_domain::ports::{
-    ClaimScope, EventPublisher, Expect, Payments, PaymentsError, Store, StoreError, Write, metadata,
+    ApiKey, ClaimScope, EventPublisher, Expect, Payments, PaymentsError, StoreError, Write,
+    metadata,
 };
-use tollgate_domain::subscription::Subscription;
+use tollgate_domain::subscription::{Subscription, SubscriptionStatus};
 use tollgate_domain::time::{Clock, DateTime, Duration, Timestamp};
 
 /// How long an event id stays claimed. Stripe retries a delivery for up to 3 days; 30 days
@@ -46,12 +50,15 @@ const MAX_ATTEMPTS: usize = 4;
 /// Everything the handler needs, built once per Lambda instance.
 #[derive(Clone)]
 pub struct Webhook {
-    pub store: Arc<dyn Store>,
+    /// The store, with the entitlement reads the credit purchase needs.
+    pub store: Arc<dyn CreditStore>,
     pub payments: Arc<dyn Payments>,
     pub publisher: Arc<dyn EventPublisher>,
     pub clock: Arc<dyn Clock>,
     pub catalog: Arc<Catalog>,
     pub webhook_secret: Secret,
+    /// The operator's prepaid-credit settings (floor, low threshold).
+    pub credit_policy: CreditPolicy,
 }
 
 /// The few envelope fields tollgate reads; everything else is ignored, whatever the API
@@ -236,24 +243,50 @@ impl Webhook {
     }
 
     /// A paid `mode=payment` session that buys prepaid credit (metadata
-    /// `tollgate_credit_amount`).
-    ///
-    /// HOOK FOR THE CREDIT ENGINE: this is where the credit purchase is to be applied (the
-    /// balance top-up and its `CreditMovement`, keyed by the session id so a re-delivered
-    /// event cannot credit twice, together with the `Write::Claim` of `ev.id` in one commit).
-    /// Until it is filled, the event is accepted and logged without any write, so nothing is
-    /// claimed and a later deploy can still apply a re-sent event.
+    /// `tollgate_credit_amount`): the consumer's balance grows once per Checkout Session (the
+    /// session id is the credit movement's key, in the same transaction as the balance), and the
+    /// 402 is lifted from the consumer's keys in that transaction too. A re-delivered event is
+    /// answered as a duplicate without a write.
     pub async fn credit_purchase_completed(
         &self,
         ev: &StripeEvent,
         session: &Value,
     ) -> Result<Outcome, WebhookError> {
-        let amount = str_at(session, &["metadata", metadata::CREDIT_AMOUNT]);
-        tracing::warn!(
-            event = %ev.id, session = ?str_at(session, &["id"]), amount = ?amount,
-            "credit purchase received; credit top-up is not wired yet"
-        );
-        Ok(Outcome::Ignored("credit purchase not applied yet".into()))
+        // An asynchronous payment method completes the session unpaid; the credit is bought
+        // when `checkout.session.async_payment_succeeded` says the money arrived.
+        if str_at(session, &["payment_status"]).as_deref() != Some("paid") {
+            return Ok(Outcome::Ignored("payment not received yet".into()));
+        }
+        let consumer = str_at(session, &["metadata", metadata::CONSUMER_ID])
+            .and_then(|c| tollgate_domain::ids::ConsumerId::parse(c).ok());
+        let amount = str_at(session, &["metadata", metadata::CREDIT_AMOUNT])
+            .and_then(|a| a.parse::<i64>().ok());
+        let (Some(consumer_id), Some(amount), Some(session_id)) =
+            (consumer, amount, str_at(session, &["id"]))
+        else {
+            return Ok(Outcome::Ignored(
+                "credit session without consumer, amount or id".into(),
+            ));
+        };
+        let purchase = CreditPurchase {
+            consumer_id,
+            checkout_session_id: session_id,
+            amount,
+        };
+        let outcome = apply_credit_purchase(
+            &*self.store,
+            &self.catalog,
+            &purchase,
+            self.credit_policy,
+            self.clock.now(),
+        )
+        .await
+        .map_err(|e| WebhookError::Retry(e.to_string()))?;
+        tracing::info!(event = %ev.id, consumer = %purchase.consumer_id, amount, outcome = ?outcome, "credit purchase");
+        Ok(match outcome {
+            PurchaseOutcome::Applied { .. } => Outcome::Applied,
+            PurchaseOutcome::AlreadyApplied { .. } => Outcome::Duplicate,
+        })
     }
 
     /// Re-reads the Stripe subscription and applies its current status.
@@ -311,6 +344,7 @@ impl Webhook {
                 ));
             }
             let version = sub.version;
+            let status_before = sub.status;
             let now = self.clock.now();
             sub.stripe_subscription_id = Some(snap.id.clone());
             sub.stripe_customer_id = Some(snap.customer.clone());
@@ -327,7 +361,10 @@ impl Webhook {
                     &[]
                 }
             };
-            match self.commit_effects(ev, sub, version, effects, now).await? {
+            match self
+                .commit_effects(ev, sub, version, status_before, effects, now)
+                .await?
+            {
                 Some(outcome) => return Ok(outcome),
                 None => continue,
             }
@@ -349,6 +386,7 @@ impl Webhook {
                 return Ok(Outcome::Ignored(format!("no tollgate subscription {id}")));
             };
             let version = sub.version;
+            let status_before = sub.status;
             let now = self.clock.now();
             let paid_at = DateTime::from_timestamp(ev.created, 0).unwrap_or(now);
             if let Some(s) = session_id.as_deref().and_then(|s| StripeId::parse(s).ok()) {
@@ -374,7 +412,10 @@ impl Webhook {
                 BillingFact::Paid
             };
             let effects = lifecycle::apply(&mut sub, fact, now);
-            match self.commit_effects(ev, sub, version, effects, now).await? {
+            match self
+                .commit_effects(ev, sub, version, status_before, effects, now)
+                .await?
+            {
                 Some(outcome) => return Ok(outcome),
                 None => continue,
             }
@@ -391,6 +432,7 @@ impl Webhook {
         ev: &StripeEvent,
         mut sub: Subscription,
         version: u64,
+        status_before: SubscriptionStatus,
         effects: &[Effect],
         now: Timestamp,
     ) -> Result<Option<Outcome>, WebhookError> {
@@ -398,7 +440,16 @@ impl Webhook {
             sub.last_stripe_event_at =
                 Some(sub.last_stripe_event_at.map_or(created, |t| t.max(created)));
         }
-        let writes = vec![
+        let status_changed = sub.status != status_before;
+        let live_keys: Vec<ApiKey> = self
+            .store
+            .list_api_keys(&sub.id)
+            .await?
+            .into_iter()
+            .filter(|k| k.revoked_at.is_none())
+            .collect();
+        let mut writes = vec![
+            // First, so that a conflict at index 0 means "already processed".
             Write::Claim {
                 scope: ClaimScope::StripeEvent,
                 id: ev.id.clone(),
@@ -409,6 +460,15 @@ impl Webhook {
                 expect: Expect::Version(version),
             },
         ];
+        if status_changed {
+            // The one-read entitlement check sees the new status at once; the subscription's
+            // version condition in this same commit orders these copies.
+            writes.extend(
+                live_keys
+                    .iter()
+                    .map(|k| status_gate_write(&sub, version + 1, &k.hash)),
+            );
+        }
         match self.store.commit(writes).await {
             Ok(()) => {}
             Err(StoreError::Conflict { index: 0, .. }) => return Ok(Some(Outcome::Duplicate)),
@@ -421,15 +481,13 @@ impl Webhook {
         let mut events: Vec<DomainEvent> = effects.iter().map(|e| e.event(&sub, now)).collect();
         if effects.contains(&Effect::Activated) {
             // The key minted at checkout works from now on: announce it (without the key).
-            for key in self.store.list_api_keys(&sub.id).await? {
-                if key.revoked_at.is_none() {
-                    events.push(DomainEvent::ApiKeyIssued {
-                        subscription_id: key.subscription_id,
-                        consumer_id: key.consumer_id,
-                        key_prefix: key.prefix,
-                        at: now,
-                    });
-                }
+            for key in live_keys {
+                events.push(DomainEvent::ApiKeyIssued {
+                    subscription_id: key.subscription_id,
+                    consumer_id: key.consumer_id,
+                    key_prefix: key.prefix,
+                    at: now,
+                });
             }
         }
         if !events.is_empty()

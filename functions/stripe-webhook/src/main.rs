@@ -22,6 +22,7 @@ async fn main() -> Result<(), Error> {
         clock: Arc::new(SystemClock),
         catalog: settings.catalog.clone(),
         webhook_secret: settings.stripe_webhook_secret.clone(),
+        credit_policy: tollgate_app::credit::policy(&settings),
     };
     run(service_fn(|req: Request| app.handle(req))).await
 }
