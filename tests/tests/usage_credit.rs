@@ -891,3 +891,28 @@ async fn concurrent_batches_never_take_the_balance_below_the_floor() {
     assert_eq!(w.count("CreditsLow"), 1);
     assert_eq!(w.count("CreditsDepleted"), 1);
 }
+
+#[tokio::test]
+async fn an_operator_adjustment_is_not_lost_by_the_next_draw_down() {
+    let w = world().await;
+    w.subscribe("dev-3", "sub_z", "credits", SubscriptionStatus::Active)
+        .await;
+    w.buy("dev-3", "cs_z", 1000).await;
+    // An operator's correction with the plain ADD (no version read)...
+    w.store
+        .inner
+        .commit(vec![Write::AdjustCredit {
+            consumer_id: ConsumerId::parse("dev-3").unwrap(),
+            delta: 500,
+            floor: None,
+            at: w.now,
+        }])
+        .await
+        .unwrap();
+    // ...then usage, which writes the whole account under its version.
+    let (status, v) = w
+        .post(&batch("adj", &["sub_z"], 10, w.now), GATEWAY_SECRET)
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(w.balance("dev-3").await, 1490);
+}

@@ -326,8 +326,14 @@ pub(crate) fn op_of(write: Write, now: Timestamp) -> Result<Op, StoreError> {
         } => {
             let op = Op::new(
                 keys::credit_balance(&consumer_id),
-                Action::Update("SET #kind = :kind, #cid = :cid, #upd = :at ADD #bal :delta".into()),
+                // `version` moves too, so a writer of the whole account (`PutCreditAccount`,
+                // under its version) re-reads instead of overwriting this change.
+                Action::Update(
+                    "SET #kind = :kind, #cid = :cid, #upd = :at ADD #bal :delta, #ver :one".into(),
+                ),
             )
+            .name("#ver", keys::VERSION)
+            .value(":one", n(1))
             .name("#kind", keys::KIND)
             .name("#cid", "consumer_id")
             .name("#upd", "updated_at")
