@@ -127,6 +127,19 @@ impl Harness {
             .expect("subscription stored")
     }
 
+    /// The subscription status copied onto the key for the one-read entitlement check.
+    async fn key_gate(&self, api_key: &str) -> Option<SubscriptionStatus> {
+        use tollgate_domain::ports::EntitlementReads;
+        let (_, gate) = self
+            .table
+            .store
+            .get_key_entitlement(&ApiKeyHash::of_key(api_key))
+            .await
+            .unwrap()
+            .expect("key");
+        gate.status
+    }
+
     fn count(&self, detail_type: &str) -> usize {
         self.capture
             .detail_types()
@@ -261,6 +274,7 @@ async fn checkout_to_active_then_suspended_then_reactivated() {
         .expect("the key's hash is stored");
     assert_eq!(key.subscription_id.as_str(), sub_id);
     assert!(key.revoked_at.is_none());
+    assert_eq!(h.key_gate(&api_key).await, Some(SubscriptionStatus::Active));
     assert_eq!(
         h.count("SubscriptionActivated"),
         1,
@@ -305,6 +319,10 @@ async fn checkout_to_active_then_suspended_then_reactivated() {
     assert_eq!(sub.status, SubscriptionStatus::Suspended);
     assert!(!sub.status.grants_access());
     assert_eq!(
+        h.key_gate(&api_key).await,
+        Some(SubscriptionStatus::Suspended)
+    );
+    assert_eq!(
         h.count("SubscriptionSuspended"),
         1,
         "{:?}",
@@ -331,6 +349,7 @@ async fn checkout_to_active_then_suspended_then_reactivated() {
     h.stripe.wait_for_webhooks_idle().await;
     let sub = h.subscription(&sub_id).await;
     assert_eq!(sub.status, SubscriptionStatus::Active);
+    assert_eq!(h.key_gate(&api_key).await, Some(SubscriptionStatus::Active));
     assert_eq!(
         h.count("SubscriptionReactivated"),
         1,
