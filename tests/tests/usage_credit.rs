@@ -725,8 +725,14 @@ async fn quota_thresholds_publish_once_per_period_and_the_key_gets_429() {
     let (_, v) = post("q3", 25).await;
     assert_eq!(v["subscriptions"][0]["state"], "quota_exceeded");
     assert_eq!(v["subscriptions"][0]["quota"]["used"], 105);
+    w.store.reset();
     post("q4", 1).await;
     assert_eq!(w.count("QuotaThreshold"), 2, "80 % and 100 %, once each");
+    assert_eq!(
+        w.store.counts().0,
+        1,
+        "past the thresholds, with the keys gated, a batch is one write request again"
+    );
     let percents: Vec<u64> = w
         .capture
         .entries()

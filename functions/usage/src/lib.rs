@@ -524,9 +524,19 @@ impl Usage {
         now: Timestamp,
     ) -> Result<(), IngestError> {
         for percent in usage::thresholds_reached(q.used, q.limit) {
+            let id = usage::threshold_claim_id(&sub.id, &q.meter, q.period_start, percent);
+            // Every later batch of the period sees the threshold reached too: a read keeps
+            // those batches from paying a (failing) conditional write each.
+            if self
+                .store
+                .is_claimed(ClaimScope::QuotaThreshold, &id)
+                .await?
+            {
+                continue;
+            }
             let claim = Write::Claim {
                 scope: ClaimScope::QuotaThreshold,
-                id: usage::threshold_claim_id(&sub.id, &q.meter, q.period_start, percent),
+                id,
                 expires_at: q.period_end + Duration::days(40),
             };
             match self.commit(vec![claim]).await {
