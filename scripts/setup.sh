@@ -34,7 +34,7 @@ if [ ! -x .tools/venv/bin/cfn-lint ]; then
   python3 -m venv .tools/venv
   .tools/venv/bin/pip install -q --disable-pip-version-check cfn-lint
 fi
-if [ -z "${TOLLGATE_SKIP_BROWSER:-}" ] && ! command -v chromium >/dev/null 2>&1; then
-  say "installing Chromium (portal screenshot test)"; apt_install chromium
+if [ -z "${TOLLGATE_SKIP_BROWSER:-}" ] && ! command -v chromedriver >/dev/null 2>&1; then
+  say "installing Chromium and its WebDriver (portal screenshot test)"; apt_install chromium chromium-driver
 fi
 say "ready"

@@ -116,6 +116,8 @@ pub struct ConsumerReport {
     /// Calls the gateway posted, and those tollgate counted in the billed period.
     pub calls_sent: u64,
     pub calls_counted: u64,
+    /// Calls counted over the whole demo, whatever the period (prepaid credit is not periodic).
+    pub calls_accepted: u64,
     /// The last usage answer's state (`ok`, `quota_exceeded`, `no_credit`, ...).
     pub usage_state: Option<String>,
     /// `GET /entitlements/{key}` at the end of the usage days.
@@ -127,6 +129,9 @@ pub struct ConsumerReport {
     /// Prepaid: credit bought and left.
     pub credit_purchased: Option<i64>,
     pub credit_balance: Option<i64>,
+    /// Prepaid: usage paid from the credit, and usage beyond it (the floor stopped the draw).
+    pub credit_drawn: Option<i64>,
+    pub credit_uncovered: Option<i64>,
     pub notes: Vec<String>,
 }
 
@@ -273,12 +278,15 @@ pub async fn run(stack: &LocalStack, out: &mut dyn Write) -> anyhow::Result<Demo
                 status: None,
                 calls_sent: 0,
                 calls_counted: 0,
+                calls_accepted: 0,
                 usage_state: None,
                 entitlement: None,
                 invoice: None,
                 quote_total: None,
                 credit_purchased: plan.credit,
                 credit_balance: None,
+                credit_drawn: None,
+                credit_uncovered: None,
                 notes: Vec::new(),
             },
         })
@@ -444,7 +452,7 @@ pub async fn run(stack: &LocalStack, out: &mut dyn Write) -> anyhow::Result<Demo
     )?;
     writeln!(
         out,
-        "{:<10} {:<10} {:>9} {:>10} {:>10} {:<14} {}",
+        "{:<10} {:<10} {:>9} {:>13} {:>10} {:<26} {}",
         "consumer", "product", "calls", "invoice", "quote", "invoice status", "match"
     )?;
     let api_calls = MeterId::parse("api_calls")?;
@@ -455,7 +463,14 @@ pub async fn run(stack: &LocalStack, out: &mut dyn Write) -> anyhow::Result<Demo
                 &stack.catalog,
                 p,
                 &QuoteRequest {
-                    usage: BTreeMap::from([(api_calls.clone(), c.report.calls_counted)]),
+                    usage: BTreeMap::from([(
+                        api_calls.clone(),
+                        if p.prepaid {
+                            c.report.calls_accepted
+                        } else {
+                            c.report.calls_counted
+                        },
+                    )]),
                     ..QuoteRequest::default()
                 },
             )?;
@@ -480,6 +495,8 @@ pub async fn run(stack: &LocalStack, out: &mut dyn Write) -> anyhow::Result<Demo
         {
             c.report.credit_balance = Some(a.balance);
             c.report.credit_purchased = Some(a.purchased);
+            c.report.credit_drawn = Some(a.drawn);
+            c.report.credit_uncovered = Some(a.uncovered);
         }
         let r = &c.report;
         let (invoice, status, matches) = match &r.invoice {
@@ -492,29 +509,41 @@ pub async fn run(stack: &LocalStack, out: &mut dyn Write) -> anyhow::Result<Demo
                     "NO"
                 },
             ),
-            None if r.credit_purchased.is_some() => (
-                "prepaid".into(),
-                format!(
-                    "credit left {}",
-                    r.credit_balance.map_or("?".into(), dollars)
-                ),
-                "",
-            ),
+            None if r.credit_purchased.is_some() => {
+                let used = r.credit_drawn.unwrap_or(0) + r.credit_uncovered.unwrap_or(0);
+                (
+                    format!("{} drawn", dollars(r.credit_drawn.unwrap_or(0))),
+                    format!(
+                        "bought {}, {} over",
+                        dollars(r.credit_purchased.unwrap_or(0)),
+                        dollars(r.credit_uncovered.unwrap_or(0))
+                    ),
+                    if Some(used) == r.quote_total {
+                        "yes"
+                    } else {
+                        "NO"
+                    },
+                )
+            }
             None => ("—".into(), "no invoice".into(), ""),
         };
         writeln!(
             out,
-            "{:<10} {:<10} {:>9} {:>10} {:>10} {:<14} {}",
+            "{:<10} {:<10} {:>9} {:>13} {:>10} {:<26} {}",
             r.consumer_id,
             r.product_id,
-            r.calls_counted,
+            if r.credit_purchased.is_some() {
+                r.calls_accepted
+            } else {
+                r.calls_counted
+            },
             invoice,
             r.quote_total.map_or("—".into(), dollars),
             status,
             matches
         )?;
         for (description, amount) in r.invoice.iter().flat_map(|i| &i.lines) {
-            writeln!(out, "{:>22} {description}: {}", "", dollars(*amount))?;
+            writeln!(out, "{:>25} {description}: {}", "", dollars(*amount))?;
         }
     }
 
@@ -728,6 +757,20 @@ async fn post_usage(
             .gateway(reqwest::Method::POST, "/usage", Some(batch))
             .await?;
         c.report.calls_sent += c.plan.daily_calls;
+        if status == 200 {
+            let rejected: Vec<u64> = answer["rejections"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|r| r["index"].as_u64())
+                .collect();
+            c.report.calls_accepted += records
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !rejected.contains(&(*i as u64)))
+                .map(|(_, r)| r["value"].as_u64().unwrap_or(0))
+                .sum::<u64>();
+        }
         if status != 200 {
             c.report
                 .notes
