@@ -348,6 +348,45 @@ mod tests {
         assert!(acct.low_alerted && acct.depleted_alerted);
     }
 
+    proptest::proptest! {
+        /// Whatever the batches: the balance never passes the floor, every unit is priced
+        /// exactly once (the sum of draws is the price of the total), and each alert fires at
+        /// most once between top-ups.
+        #[test]
+        fn floor_holds_and_pricing_telescopes(
+            batches in proptest::collection::vec(0u64..5_000, 1..40),
+            pack in 0i64..2_000,
+            floor in -500i64..=0,
+        ) {
+            let c = catalog();
+            let p = c.product("payg").unwrap();
+            let sub = SubscriptionId::parse("sub_1").unwrap();
+            let policy = CreditPolicy { floor, low_threshold: 200 };
+            let mut acct = CreditAccount::open(ConsumerId::parse("c1").unwrap(), now());
+            acct.top_up(pack, policy, now());
+            let (mut cost, mut lows, mut depleted) = (0, 0, 0);
+            for units in &batches {
+                let d = acct.draw(&prepaid_usage(p, &sub, |_| *units), policy, now()).unwrap();
+                proptest::prop_assert!(acct.balance >= floor.min(pack));
+                proptest::prop_assert_eq!(d.drawn + d.uncovered, d.cost);
+                cost += d.cost;
+                for e in &d.events {
+                    match e {
+                        DomainEvent::CreditsLow { .. } => lows += 1,
+                        DomainEvent::CreditsDepleted { .. } => depleted += 1,
+                        _ => {}
+                    }
+                }
+            }
+            let total: u64 = batches.iter().sum();
+            let whole = pricing::metered_amount(&p.prices[0], total).unwrap();
+            proptest::prop_assert_eq!(cost, whole);
+            proptest::prop_assert_eq!(acct.drawn + acct.uncovered, whole);
+            proptest::prop_assert_eq!(acct.balance, pack - acct.drawn);
+            proptest::prop_assert!(lows <= 1 && depleted <= 1);
+        }
+    }
+
     #[test]
     fn arrears_products_draw_nothing() {
         let mut c = catalog();
