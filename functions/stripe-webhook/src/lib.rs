@@ -61,6 +61,27 @@ pub struct Webhook {
     pub credit_policy: CreditPolicy,
 }
 
+impl Webhook {
+    /// The adapters plus what `settings` says (secret, catalog, credit policy).
+    pub fn new(
+        settings: &tollgate_app::Settings,
+        store: Arc<dyn CreditStore>,
+        payments: Arc<dyn Payments>,
+        publisher: Arc<dyn EventPublisher>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            store,
+            payments,
+            publisher,
+            clock,
+            catalog: settings.catalog.clone(),
+            webhook_secret: settings.stripe_webhook_secret.clone(),
+            credit_policy: tollgate_app::credit::policy(settings),
+        }
+    }
+}
+
 /// The few envelope fields tollgate reads; everything else is ignored, whatever the API
 /// version of the endpoint.
 #[derive(Debug, Deserialize)]

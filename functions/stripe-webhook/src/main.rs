@@ -12,17 +12,14 @@ async fn main() -> Result<(), Error> {
     let store = tollgate_store::DynamoStore::from_conf(&sdk, &settings.table_name);
     let stripe_key = settings.stripe_secret_key.get().await?;
     let stripe = tollgate_stripe::StripeConfig::new(stripe_key, settings.stripe_api_base.clone());
-    let app = Webhook {
-        store: Arc::new(store),
-        payments: Arc::new(tollgate_stripe::StripeAdapter::from_config(&stripe)?),
-        publisher: Arc::new(tollgate_events::EventBridgePublisher::new(
-            &sdk,
-            &settings.event_bus_name,
-        )),
-        clock: Arc::new(SystemClock),
-        catalog: settings.catalog.clone(),
-        webhook_secret: settings.stripe_webhook_secret.clone(),
-        credit_policy: tollgate_app::credit::policy(&settings),
-    };
+    let payments = tollgate_stripe::StripeAdapter::from_config(&stripe)?;
+    let publisher = tollgate_events::EventBridgePublisher::new(&sdk, &settings.event_bus_name);
+    let app = Webhook::new(
+        &settings,
+        Arc::new(store),
+        Arc::new(payments),
+        Arc::new(publisher),
+        Arc::new(SystemClock),
+    );
     run(service_fn(|req: Request| app.handle(req))).await
 }
