@@ -452,8 +452,7 @@ pub async fn run(stack: &LocalStack, out: &mut dyn Write) -> anyhow::Result<Demo
     )?;
     writeln!(
         out,
-        "{:<10} {:<10} {:>9} {:>13} {:>10} {:<26} {}",
-        "consumer", "product", "calls", "invoice", "quote", "invoice status", "match"
+        "consumer   product        calls       invoice      quote invoice status             match"
     )?;
     let api_calls = MeterId::parse("api_calls")?;
     for c in &mut consumers {
