@@ -904,3 +904,47 @@ async fn credit_pack_purchase_tops_up_once() {
     assert_eq!(status, 400);
     assert_eq!(body["error"]["field"], "credit_amount");
 }
+
+/// Deliveries racing each other: the same event eight times at once and every event of the
+/// checkout at once. Every answer is 200, the subscription ends active, and activation is
+/// announced once (the claim and the version check serialise the racers).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_deliveries_activate_once() {
+    let h = Harness::start().await;
+    let (sub_id, _, _) = h.subscribe_to_standard().await;
+    let events = h.stripe.events();
+    let completed = events
+        .iter()
+        .find(|e| e["type"] == "checkout.session.completed")
+        .unwrap()
+        .to_string();
+    let same = (0..8).map(|_| {
+        let sig = sign(completed.as_bytes(), WEBHOOK_SECRET, now());
+        let url = h.webhook_url.clone();
+        let body = completed.clone();
+        async move { post_webhook(&url, body.as_bytes(), Some(&sig)).await }
+    });
+    let statuses = futures::future::join_all(same).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(
+        h.subscription(&sub_id).await.status,
+        SubscriptionStatus::Active
+    );
+
+    let all = events.iter().map(|e| {
+        let body = e.to_string();
+        let sig = sign(body.as_bytes(), WEBHOOK_SECRET, now());
+        let url = h.webhook_url.clone();
+        async move { post_webhook(&url, body.as_bytes(), Some(&sig)).await }
+    });
+    let statuses = futures::future::join_all(all).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(
+        h.subscription(&sub_id).await.status,
+        SubscriptionStatus::Active
+    );
+    assert_eq!(
+        h.capture.detail_types(),
+        vec!["SubscriptionActivated", "ApiKeyIssued"]
+    );
+}
