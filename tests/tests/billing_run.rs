@@ -664,6 +664,11 @@ async fn a_month_of_usage_is_invoiced_as_quoted() {
             "period_close" => {
                 let s = w.run(RunMode::PeriodClose).await;
                 assert!(s.failed.is_empty() && s.late_unbilled.is_empty(), "{s:#?}");
+                if *at == t(12, 1, 0, 20) {
+                    // The pass after the crash finished the night: the claims the crash left
+                    // pending went out again, unchanged.
+                    assert!(s.resent >= 1 && s.complete, "{s:#?}");
+                }
             }
             "crash" => {
                 let crashing = Crashing::new(w.payments.clone(), 3, true);
@@ -984,6 +989,46 @@ async fn a_nightly_run_over_many_subscriptions_completes() {
     let expected: u64 = (0..n as u64).map(|i| 100 + i).sum();
     assert_eq!(s.quantity, expected);
     assert_eq!(subs.len(), n);
+
+    // The same night again (a retry, or a run by hand): reads only, nothing sent.
+    let started = std::time::Instant::now();
+    let again = run
+        .run(
+            RunRequest {
+                mode: RunMode::Nightly,
+                date: t(11, 1, 0, 0).date_naive(),
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    eprintln!(
+        "the same night again: {:?}, reported {}, skipped {}",
+        started.elapsed(),
+        again.reported,
+        again.skipped
+    );
+    assert_eq!(again.reported, 0);
+
+    // A period-close pass with every subscription listed and none of them at a period end.
+    w.set_time(t(11, 2, 0, 20));
+    let started = std::time::Instant::now();
+    let pass = run
+        .run(
+            RunRequest {
+                mode: RunMode::PeriodClose,
+                date: t(11, 1, 0, 0).date_naive(),
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    eprintln!(
+        "a period-close pass over {n} listed subscriptions: {:?}, reported {}",
+        started.elapsed(),
+        pass.reported
+    );
+    assert_eq!(pass.reported, 0);
 }
 
 /// Runs `f(0..n)` with at most 32 at a time, results in order.

@@ -194,9 +194,9 @@ impl BillingRun {
         Ok(())
     }
 
-    /// The period-close pass (every 15 minutes): subscriptions with usage today or yesterday whose billing period
-    /// ended within the last two hours get their final slice reported while Stripe still
-    /// waits before finalising the invoice.
+    /// The period-close pass (every 15 minutes): subscriptions with usage today or yesterday
+    /// whose billing period ended within the last two hours get their final slice reported
+    /// while Stripe still waits before finalising the invoice.
     async fn period_close(&self, now: Timestamp, ctx: &Ctx<'_>) -> Result<(), RunError> {
         let cfg = &self.config.billing;
         let cutoff = billing::cutoff(now, now, cfg);
