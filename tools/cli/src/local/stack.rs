@@ -575,6 +575,13 @@ async fn local_billing_run(
             StatusCode::OK,
             &serde_json::to_value(summary).expect("summary serializes"),
         ),
-        Err(e) => error(StatusCode::BAD_REQUEST, "date", e),
+        // The function's input errors start with the field they are about (`date: ...`).
+        Err(e) => {
+            let field = match e.split_once(':') {
+                Some(("mode", _)) => "mode",
+                _ => "date",
+            };
+            error(StatusCode::BAD_REQUEST, field, e)
+        }
     }
 }
