@@ -25,6 +25,7 @@ async fn the_demo_month_invoices_what_the_pricing_engine_quotes() {
             .unwrap()
             .starts_with("whsec_")
     );
+    let _ = std::fs::remove_dir_all(info.parent().unwrap());
 
     let mut out = Vec::new();
     let report = demo::run(&stack, &mut out).await.expect("the demo runs");
