@@ -1,7 +1,8 @@
 //! The developer portal in a real browser: headless Chromium (Debian's `chromium`, driven by
 //! its `chromedriver` over the W3C WebDriver protocol) signs in a consumer, subscribes to
 //! Standard through the Stripe emulator's hosted checkout page, comes back to the portal, sees
-//! the subscription turn active with its API key, and takes a screenshot
+//! the subscription turn active with its API key; after the gateway reports usage, the page
+//! shows the usage and the bill so far; then it takes a screenshot
 //! (`target/screenshots/portal.png`).
 //!
 //! Needs `chromium` and `chromium-driver` (installed by `scripts/setup.sh`; set
@@ -256,6 +257,46 @@ async fn a_consumer_subscribes_in_the_portal_and_sees_its_key() {
     );
     let message = b.wait_for("#message", Duration::from_secs(5)).await;
     assert!(b.text(&message).await.contains("active"));
+
+    // The gateway reports 150,000 calls; on reload the page shows the usage and the bill so far
+    // ($89.95 for the first 100,000, then 50,000 × $0.001).
+    let sub_id = b
+        .cmd(
+            reqwest::Method::GET,
+            &format!("/element/{row}/attribute/data-subscription"),
+            None,
+        )
+        .await;
+    let resp = http
+        .post(format!("{}/usage", stack.info.base_url))
+        .bearer_auth(&stack.info.gateway_secret)
+        .json(&json!({"batch_id": "browser-1", "records": [{
+            "id": "r1", "subscription_id": sub_id, "meter": "api_calls", "value": 150_000,
+            "timestamp": stack.now().to_rfc3339()}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    b.cmd(
+        reqwest::Method::POST,
+        "/url",
+        Some(json!({"url": stack.info.portal_url})),
+    )
+    .await;
+    let bill = b
+        .wait_for(
+            "tr[data-product='standard'][data-status='active'] td.bill",
+            Duration::from_secs(20),
+        )
+        .await;
+    assert_eq!(b.text(&bill).await, "$139.95");
+    let row = b
+        .wait_for(
+            "tr[data-product='standard'][data-status='active']",
+            Duration::from_secs(5),
+        )
+        .await;
+    assert!(b.text(&row).await.contains("150,000 api_calls"));
 
     let png = b.cmd(reqwest::Method::GET, "/screenshot", None).await;
     let png = base64::engine::general_purpose::STANDARD
