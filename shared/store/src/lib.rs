@@ -383,6 +383,21 @@ impl Store for DynamoStore {
         self.get(keys::subscription(id)).await
     }
 
+    async fn get_subscriptions(&self, ids: &[SubscriptionId]) -> StoreResult<Vec<Subscription>> {
+        // BatchGetItem, 100 keys a call: the billing run reads thousands at a time.
+        let keys = ids
+            .iter()
+            .map(|id| {
+                let k = keys::subscription(id);
+                HashMap::from([
+                    (keys::PK.to_string(), s(k.pk)),
+                    (keys::SK.to_string(), s(k.sk)),
+                ])
+            })
+            .collect();
+        decode_all(self.batch_get(keys).await?)
+    }
+
     async fn find_subscription_by_stripe_id(
         &self,
         stripe_subscription_id: &StripeId,

@@ -279,6 +279,15 @@ pub trait Store: Send + Sync {
         stripe_customer_id: &StripeId,
     ) -> StoreResult<Option<Consumer>>;
     async fn get_subscription(&self, id: &SubscriptionId) -> StoreResult<Option<Subscription>>;
+    /// Many subscriptions at once (the billing run's work list), in no particular order; ids
+    /// not found are left out. The default reads them one by one.
+    async fn get_subscriptions(&self, ids: &[SubscriptionId]) -> StoreResult<Vec<Subscription>> {
+        let mut subs = Vec::with_capacity(ids.len());
+        for id in ids {
+            subs.extend(self.get_subscription(id).await?);
+        }
+        Ok(subs)
+    }
     async fn find_subscription_by_stripe_id(
         &self,
         stripe_subscription_id: &StripeId,
