@@ -23,4 +23,4 @@ echo "== the driver (tollgate-bench), release so the in-process emulator is not 
 cargo build --release -p tollgate-bench
 
 # shellcheck disable=SC2086 # BENCH_ARGS is a list of flags
-target/release/tollgate-bench --out docs/benchmarks.md ${BENCH_ARGS:-}
+target/release/tollgate-bench --root "$PWD" --out docs/benchmarks.md ${BENCH_ARGS:-}

@@ -56,6 +56,9 @@ pub struct Endpoints {
     pub stripe: String,
 }
 
+/// Variables added to every function's environment (`--env K=V`, for experiments).
+pub static EXTRA_ENV: std::sync::OnceLock<Vec<(String, String)>> = std::sync::OnceLock::new();
+
 /// Where the binaries are (`target/release` unless `--bin-dir` says otherwise).
 pub static BIN_DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
 
@@ -143,6 +146,7 @@ impl Running {
         let mut cmd = tokio::process::Command::new(&bin);
         cmd.env_clear()
             .envs(environment(function, &api.host_port(), endpoints))
+            .envs(EXTRA_ENV.get().into_iter().flatten().cloned())
             .envs(extra_env.iter().cloned())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -173,6 +177,23 @@ impl Running {
         }
     }
 
+    /// CPU time the process has used so far, all threads (`/proc/PID/task/*/schedstat`).
+    /// Read right after its first `GET /next`, while it waits for the answer, this is the
+    /// CPU cost of init — unlike wall time, barely moved by other load on the machine.
+    pub fn cpu_time(&self) -> anyhow::Result<Duration> {
+        let pid = self.child.id().context("process gone")?;
+        let mut ns = 0u64;
+        for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+            let stat = std::fs::read_to_string(task?.path().join("schedstat"))?;
+            ns += stat
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+        Ok(Duration::from_nanos(ns))
+    }
+
     /// Peak resident set size so far, in KiB.
     pub fn peak_rss_kib(&self) -> anyhow::Result<u64> {
         let pid = self.child.id().context("process gone")?;
@@ -189,22 +210,25 @@ impl Running {
     }
 }
 
-/// Median init time of `starts` fresh processes.
+/// Init of `starts` fresh processes: (wall time, CPU time) each.
 pub async fn init_times(
     root: &Path,
     function: &str,
     endpoints: &Endpoints,
     starts: usize,
-) -> anyhow::Result<Vec<Duration>> {
+) -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
     let mut times = Vec::with_capacity(starts);
+    let mut cpu = Vec::with_capacity(starts);
     for _ in 0..starts {
         let mut run =
             Running::start(root, function, endpoints, &[], Duration::from_secs(30)).await?;
         let t = run.init_time().await;
+        let c = run.cpu_time();
         run.stop().await;
         times.push(t.with_context(|| format!("{function}: init"))?);
+        cpu.push(c?);
     }
-    Ok(times)
+    Ok((times, cpu))
 }
 
 /// Serving figures of one function.

@@ -36,6 +36,12 @@ pub struct Args {
     /// Skip parts: init, rss, writes, billing, size (comma-separated).
     #[arg(long, value_delimiter = ',')]
     skip: Vec<String>,
+    /// Measure only these functions (comma-separated; default: all five).
+    #[arg(long, value_delimiter = ',')]
+    functions: Vec<String>,
+    /// Extra environment for every function, `K=V` (repeatable; for experiments).
+    #[arg(long = "env")]
+    env: Vec<String>,
     /// Directory of the function binaries (default: target/release).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
@@ -45,6 +51,10 @@ pub struct Args {
 }
 
 impl Args {
+    fn measures(&self, function: &str) -> bool {
+        self.functions.is_empty() || self.functions.iter().any(|f| f == function)
+    }
+
     fn runs(&self, part: &str) -> bool {
         !self.skip.iter().any(|s| s == part)
     }
@@ -59,10 +69,16 @@ async fn main() -> anyhow::Result<()> {
             .join("..")
             .canonicalize()?,
     };
+    let extra: Vec<(String, String)> = args
+        .env
+        .iter()
+        .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+        .collect();
+    let _ = functions::EXTRA_ENV.set(extra);
     if let Some(dir) = &args.bin_dir {
         let _ = functions::BIN_DIR.set(dir.clone());
     }
-    for f in FUNCTIONS {
+    for f in FUNCTIONS.into_iter().filter(|f| args.measures(f)) {
         let bin = functions::binary(&root, f);
         anyhow::ensure!(
             bin.is_file(),
@@ -93,19 +109,20 @@ async fn main() -> anyhow::Result<()> {
     };
 
     if args.runs("size") {
-        for f in FUNCTIONS {
+        for f in FUNCTIONS.into_iter().filter(|f| args.measures(f)) {
             results.sizes.insert(f, report::zipped_size(&root, f)?);
         }
     }
     if args.runs("init") {
-        for f in FUNCTIONS {
+        for f in FUNCTIONS.into_iter().filter(|f| args.measures(f)) {
             eprintln!("bench: {f}: {} starts ...", args.starts);
-            let times = functions::init_times(&root, f, &endpoints, args.starts).await?;
+            let (times, cpu) = functions::init_times(&root, f, &endpoints, args.starts).await?;
             results.init.insert(f, times);
+            results.init_cpu.insert(f, cpu);
         }
     }
     if args.runs("rss") {
-        for f in FUNCTIONS {
+        for f in FUNCTIONS.into_iter().filter(|f| args.measures(f)) {
             eprintln!("bench: {f}: serving {} requests ...", args.requests);
             let next = event_source(&root, f, &usage_subs)?;
             let serving = functions::serve(&root, f, &endpoints, args.requests, next).await?;
@@ -115,12 +132,12 @@ async fn main() -> anyhow::Result<()> {
             results.serving.insert(f, serving);
         }
     }
-    if args.runs("writes") {
+    if args.runs("writes") && args.measures("usage") {
         eprintln!("bench: usage: DynamoDB writes for one 1,000-record batch ...");
         results.batch_writes =
             Some(scenarios::usage_batch_writes(&root, &endpoints, &dynamodb).await?);
     }
-    if args.runs("billing") {
+    if args.runs("billing") && args.measures("billing-run") {
         for &n in &args.billing {
             eprintln!(
                 "bench: billing-run over {n} subscriptions at {}/s ...",
@@ -139,7 +156,15 @@ async fn main() -> anyhow::Result<()> {
     }
     results.ingest = report::criterion_estimate(&root);
 
-    let page = results.markdown();
+    let mut page = results.markdown();
+    // The hand-written analysis below the marker survives a re-run.
+    if let Some(out) = &args.out
+        && let Ok(old) = std::fs::read_to_string(out)
+        && let Some(at) = old.find(report::ANALYSIS_MARKER)
+    {
+        page.push('\n');
+        page.push_str(&old[at..]);
+    }
     println!("{page}");
     if let Some(out) = &args.out {
         std::fs::write(out, &page).with_context(|| format!("write {}", out.display()))?;

@@ -9,6 +9,10 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
+/// Everything from this line on in `docs/benchmarks.md` is written by hand (the profile and
+/// what to do about it) and kept when the bench rewrites the page.
+pub const ANALYSIS_MARKER: &str = "<!-- analysis: kept by bench/run.sh -->";
+
 pub struct Results {
     pub date: String,
     pub machine: String,
@@ -18,6 +22,7 @@ pub struct Results {
     pub catalog_synced: bool,
     pub sizes: BTreeMap<&'static str, (u64, u64)>,
     pub init: BTreeMap<&'static str, Vec<Duration>>,
+    pub init_cpu: BTreeMap<&'static str, Vec<Duration>>,
     pub serving: BTreeMap<&'static str, Serving>,
     pub batch_writes: Option<BatchWrites>,
     pub billing: Vec<BillingScale>,
@@ -37,6 +42,7 @@ impl Results {
             catalog_synced: false,
             sizes: BTreeMap::new(),
             init: BTreeMap::new(),
+            init_cpu: BTreeMap::new(),
             serving: BTreeMap::new(),
             batch_writes: None,
             billing: Vec::new(),
@@ -58,16 +64,17 @@ impl Results {
         let _ = writeln!(w, "## Per function\n");
         let _ = writeln!(
             w,
-            "| function | init, median of {} (min–max) | peak RSS, {} requests | answers | zipped bootstrap (binary) |",
+            "| function | init, median of {} (min–max) | init CPU time, median | peak RSS, {} requests | answers | zipped bootstrap (binary) |",
             self.starts, self.requests
         );
-        let _ = writeln!(w, "|---|---|---|---|---|");
+        let _ = writeln!(w, "|---|---|---|---|---|---|");
         for f in FUNCTIONS {
             let init = self.init.get(f).map_or("–".into(), |t| {
                 let min = t.iter().min().copied().unwrap_or_default();
                 let max = t.iter().max().copied().unwrap_or_default();
                 format!("{} ({}–{})", ms(median(t)), ms(min), ms(max))
             });
+            let cpu = self.init_cpu.get(f).map_or("–".into(), |t| ms(median(t)));
             let (rss, answers) = self.serving.get(f).map_or(("–".into(), "–".into()), |s| {
                 (
                     mib(s.peak_rss_kib),
@@ -86,7 +93,7 @@ impl Results {
             let size = self.sizes.get(f).map_or("–".into(), |(zip, bin)| {
                 format!("{} ({})", mb(*zip), mb(*bin))
             });
-            let _ = writeln!(w, "| {f} | {init} | {rss} | {answers} | {size} |");
+            let _ = writeln!(w, "| {f} | {init} | {cpu} | {rss} | {answers} | {size} |");
         }
         let _ = writeln!(
             w,
@@ -95,7 +102,9 @@ impl Results {
              environment: secrets given as Secrets Manager ARNs and resolved by a local \
              Secrets Manager stand-in, DynamoDB/EventBridge endpoints on 127.0.0.1. A real \
              Secrets Manager call over TLS costs more than the local stand-in, so functions \
-             that fetch a secret during init are slower in AWS than shown here.\n"
+             that fetch a secret during init are slower in AWS than shown here. Init CPU time \
+             is the CPU all its threads used until that first request (`/proc/PID/task/*/schedstat`): \
+             it barely moves with other load on the machine, the wall time does.\n"
         );
         let odd: Vec<String> = FUNCTIONS
             .iter()
