@@ -506,7 +506,7 @@ async fn a_retry_after_an_injected_failure_counts_once() {
 
     // 2. DynamoDB stays unavailable for every attempt: 503, nothing written; the gateway's
     //    retry counts the batch.
-    w.store.fail_next(&vec![Fault::Before; usage::MAX_ATTEMPTS]);
+    w.store.fail_next(&[Fault::Before; usage::MAX_ATTEMPTS]);
     let body = batch("b-never", &["sub_q"], 30, w.now);
     let (status, v) = w.post(&body, GATEWAY_SECRET).await;
     assert_eq!(status, 503, "{v}");
