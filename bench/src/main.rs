@@ -72,7 +72,10 @@ async fn main() -> anyhow::Result<()> {
     let extra: Vec<(String, String)> = args
         .env
         .iter()
-        .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+        .filter_map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
         .collect();
     let _ = functions::EXTRA_ENV.set(extra);
     if let Some(dir) = &args.bin_dir {
