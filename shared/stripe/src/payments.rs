@@ -9,8 +9,10 @@ use std::sync::Arc;
 use stripe_billing::billing_meter_event::CreateBillingMeterEvent;
 use stripe_billing::subscription::{RetrieveSubscription, UpdateSubscription};
 use stripe_checkout::checkout_session::{
-    CreateCheckoutSession, CreateCheckoutSessionLineItems, CreateCheckoutSessionLineItemsPriceData,
-    CreateCheckoutSessionPaymentIntentData, CreateCheckoutSessionSubscriptionData,
+    CreateCheckoutSession, CreateCheckoutSessionInvoiceCreation,
+    CreateCheckoutSessionInvoiceCreationInvoiceData, CreateCheckoutSessionLineItems,
+    CreateCheckoutSessionLineItemsPriceData, CreateCheckoutSessionPaymentIntentData,
+    CreateCheckoutSessionSubscriptionData,
 };
 use stripe_core::customer::{CreateCustomer, SearchCustomer};
 use stripe_core::customer_balance_transaction::CreateCustomerCustomerBalanceTransaction;
@@ -170,11 +172,21 @@ impl Payments for StripeAdapter {
                     .subscription_data(sd);
             }
             CheckoutMode::Payment => {
+                // The purchase's record in Stripe is a paid invoice (receipt, tax, accounting),
+                // carrying tollgate's metadata. Not a customer balance (Stripe would spend it
+                // again on the consumer's next invoice of any subscription) and not a credit
+                // grant (it applies only to metered usage Stripe bills, and prepaid usage is
+                // drawn from tollgate's own balance, never reported to Stripe).
+                let mut invoice_data = CreateCheckoutSessionInvoiceCreationInvoiceData::new();
+                invoice_data.metadata = Some(meta.clone());
+                let mut invoice = CreateCheckoutSessionInvoiceCreation::new(true);
+                invoice.invoice_data = Some(invoice_data);
                 let mut pi = CreateCheckoutSessionPaymentIntentData::new();
                 pi.metadata = Some(meta);
                 req = req
                     .mode(stripe_shared::CheckoutSessionMode::Payment)
-                    .payment_intent_data(pi);
+                    .payment_intent_data(pi)
+                    .invoice_creation(invoice);
             }
         }
         // One session per tollgate subscription: a retried request gets the same session.
