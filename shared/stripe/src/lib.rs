@@ -9,8 +9,10 @@
 
 mod client;
 mod convert;
+mod lazy;
 mod payments;
 pub mod sync;
 
 pub use client::{RetryPolicy, StripeClient, StripeConfig};
+pub use lazy::LazyPayments;
 pub use payments::StripeAdapter;
