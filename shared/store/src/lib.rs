@@ -41,6 +41,25 @@ pub struct DynamoStore {
 }
 
 impl DynamoStore {
+    /// The item a Stripe id points at, through the Stripe-id index (gsi2).
+    async fn find_by_stripe_id<T: DeserializeOwned>(
+        &self,
+        stripe_id: &StripeId,
+        kind: &str,
+    ) -> StoreResult<Option<T>> {
+        let k = keys::by_stripe_id(stripe_id, kind);
+        let items = self
+            .query_all(Query::index(
+                keys::GSI2,
+                keys::GSI2PK,
+                keys::GSI2SK,
+                k.pk,
+                SkCond::BeginsWith(k.sk),
+            ))
+            .await?;
+        items.into_iter().next().map(decode).transpose()
+    }
+
     pub fn new(client: Client, table_name: impl Into<String>) -> Self {
         Self {
             client,
@@ -366,17 +385,8 @@ impl Store for DynamoStore {
         &self,
         stripe_customer_id: &StripeId,
     ) -> StoreResult<Option<Consumer>> {
-        let k = keys::by_stripe_id(stripe_customer_id, keys::STRIPE_CONSUMER);
-        let items = self
-            .query_all(Query::index(
-                keys::GSI2,
-                keys::GSI2PK,
-                keys::GSI2SK,
-                k.pk,
-                SkCond::BeginsWith(k.sk),
-            ))
-            .await?;
-        items.into_iter().next().map(decode).transpose()
+        self.find_by_stripe_id(stripe_customer_id, keys::STRIPE_CONSUMER)
+            .await
     }
 
     async fn get_subscription(&self, id: &SubscriptionId) -> StoreResult<Option<Subscription>> {
@@ -402,17 +412,8 @@ impl Store for DynamoStore {
         &self,
         stripe_subscription_id: &StripeId,
     ) -> StoreResult<Option<Subscription>> {
-        let k = keys::by_stripe_id(stripe_subscription_id, keys::STRIPE_SUBSCRIPTION);
-        let items = self
-            .query_all(Query::index(
-                keys::GSI2,
-                keys::GSI2PK,
-                keys::GSI2SK,
-                k.pk,
-                SkCond::BeginsWith(k.sk),
-            ))
-            .await?;
-        items.into_iter().next().map(decode).transpose()
+        self.find_by_stripe_id(stripe_subscription_id, keys::STRIPE_SUBSCRIPTION)
+            .await
     }
 
     async fn list_subscriptions(&self, consumer: &ConsumerId) -> StoreResult<Vec<Subscription>> {
