@@ -12,13 +12,7 @@ async fn main() -> Result<(), Error> {
     let config = RunConfig::from_env()?;
     let sdk = tollgate_app::aws::load_sdk_config().await;
     let store = tollgate_store::DynamoStore::from_conf(&sdk, &settings.table_name);
-    // Stripe's key is fetched on the first call that needs Stripe, not at init.
-    let key = settings.stripe_secret_key.clone();
-    let payments =
-        tollgate_stripe::LazyPayments::from_key(settings.stripe_api_base.clone(), move || {
-            let key = key.clone();
-            async move { key.get().await.map_err(|e| e.to_string()) }
-        });
+    let payments = tollgate_stripe::LazyPayments::from_settings(&settings);
     let publisher = tollgate_events::EventBridgePublisher::new(&sdk, &settings.event_bus_name);
     let app = BillingRun::new(
         Arc::new(store),

@@ -56,6 +56,17 @@ impl LazyPayments {
         })
     }
 
+    /// The adapter a function uses: `STRIPE_API_BASE` and the Stripe secret key of its
+    /// [`Settings`](tollgate_app::Settings), the key read (from Secrets Manager in AWS) on the
+    /// first call that needs Stripe, not at init.
+    pub fn from_settings(settings: &tollgate_app::Settings) -> Self {
+        let key = settings.stripe_secret_key.clone();
+        Self::from_key(settings.stripe_api_base.clone(), move || {
+            let key = key.clone();
+            async move { key.get().await.map_err(|e| e.to_string()) }
+        })
+    }
+
     async fn adapter(&self) -> PaymentsResult<&StripeAdapter> {
         self.adapter.get_or_try_init(|| (self.build)()).await
     }
