@@ -109,18 +109,9 @@ impl State {
             ("POST", ["checkout", "sessions"]) => self.create_session(p),
             ("GET", ["checkout", "sessions"]) => {
                 self.list(&self.sessions, "/v1/checkout/sessions", p, |x, p| {
-                    p.opt_str("customer")
-                        .ok()
-                        .flatten()
-                        .is_none_or(|c| x["customer"] == c.as_str())
-                        && p.opt_str("subscription")
-                            .ok()
-                            .flatten()
-                            .is_none_or(|c| x["subscription"] == c.as_str())
-                        && p.opt_str("status")
-                            .ok()
-                            .flatten()
-                            .is_none_or(|c| x["status"] == c.as_str())
+                    p.filter_matches("customer", &x["customer"])
+                        && p.filter_matches("subscription", &x["subscription"])
+                        && p.filter_matches("status", &x["status"])
                 })
             }
             ("GET", ["checkout", "sessions", id]) => {
@@ -159,10 +150,7 @@ impl State {
                         Some(s) => x["status"] == s,
                     };
                     status_ok
-                        && p.opt_str("customer")
-                            .ok()
-                            .flatten()
-                            .is_none_or(|c| x["customer"] == c.as_str())
+                        && p.filter_matches("customer", &x["customer"])
                         && p.opt_str("price").ok().flatten().is_none_or(|pr| {
                             x["items"]["data"].as_array().is_some_and(|is| {
                                 is.iter().any(|i| i["price"]["id"] == pr.as_str())
@@ -189,17 +177,12 @@ impl State {
                 .ok_or_else(|| ApiError::no_such("subscription_item", id, "id")),
 
             ("GET", ["invoices"]) => self.list(&self.invoices, "/v1/invoices", p, |x, p| {
-                p.opt_str("customer")
-                    .ok()
-                    .flatten()
-                    .is_none_or(|c| x["customer"] == c.as_str())
-                    && p.opt_str("status")
-                        .ok()
-                        .flatten()
-                        .is_none_or(|c| x["status"] == c.as_str())
-                    && p.opt_str("subscription").ok().flatten().is_none_or(|c| {
-                        x["parent"]["subscription_details"]["subscription"] == c.as_str()
-                    })
+                p.filter_matches("customer", &x["customer"])
+                    && p.filter_matches("status", &x["status"])
+                    && p.filter_matches(
+                        "subscription",
+                        &x["parent"]["subscription_details"]["subscription"],
+                    )
             }),
             ("GET", ["invoices", id]) => self.retrieve(&self.invoices, "invoice", id),
             ("GET", ["invoices", id, "lines"]) => {

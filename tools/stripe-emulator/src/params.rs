@@ -23,6 +23,15 @@ impl Params {
         }
     }
 
+    /// A list filter: true when the request does not filter on `name` (or its value is not a
+    /// string) or when `value` equals it.
+    pub fn filter_matches(&self, name: &str, value: &Value) -> bool {
+        self.opt_str(name)
+            .ok()
+            .flatten()
+            .is_none_or(|want| value == want.as_str())
+    }
+
     pub fn str(&self, name: &str) -> ApiResult<String> {
         self.opt_str(name)?
             .filter(|s| !s.is_empty())
