@@ -2,7 +2,6 @@
 //! nothing), do the work through the ports, answer JSON.
 
 use crate::Checkout;
-use chrono::{Datelike, TimeZone, Utc};
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -402,7 +401,7 @@ impl Checkout {
     }
 
     async fn view(&self, sub: Subscription, now: Timestamp) -> Result<SubscriptionView, ApiError> {
-        let (period_start, period_end) = period_of(&sub, now);
+        let (period_start, period_end) = tollgate_domain::usage::quota_period(&sub, now);
         let product = self.catalog.product(sub.product_id.as_str());
         let mut meters: BTreeSet<MeterId> = BTreeSet::new();
         if let Some(p) = product {
@@ -698,31 +697,6 @@ pub fn return_url_allowed(url: &str, allowlist: &[String]) -> bool {
     })
 }
 
-/// The period usage is summed over: Stripe's current period when it holds `now`, else the
-/// calendar month (UTC) of `now`.
-fn period_of(sub: &Subscription, now: Timestamp) -> (Timestamp, Timestamp) {
-    if let (Some(start), Some(end)) = (sub.current_period_start, sub.current_period_end)
-        && start <= now
-        && now < end
-    {
-        return (start, end);
-    }
-    let start = Utc
-        .with_ymd_and_hms(now.year(), now.month(), 1, 0, 0, 0)
-        .single()
-        .expect("first of month exists");
-    let (y, m) = if now.month() == 12 {
-        (now.year() + 1, 1)
-    } else {
-        (now.year(), now.month() + 1)
-    };
-    let end = Utc
-        .with_ymd_and_hms(y, m, 1, 0, 0, 0)
-        .single()
-        .expect("first of month exists");
-    (start, end)
-}
-
 pub(crate) fn payments_error(e: PaymentsError) -> ApiError {
     if e.is_transient() {
         ApiError::Unavailable(e.to_string())
@@ -764,23 +738,6 @@ mod tests {
             assert!(!return_url_allowed(bad, &allow), "{bad:?}");
         }
         assert!(!return_url_allowed("https://portal.example.com/", &[]));
-    }
-
-    #[test]
-    fn period_is_stripes_or_the_calendar_month() {
-        let now = Utc.with_ymd_and_hms(2026, 12, 15, 10, 30, 0).unwrap();
-        let sub: Subscription = serde_json::from_value(serde_json::json!({
-            "id": "s", "consumer_id": "c", "product_id": "p", "name": "n", "status": "active",
-            "created_at": now, "updated_at": now, "version": 0
-        }))
-        .unwrap();
-        let (s, e) = period_of(&sub, now);
-        assert_eq!(s, Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap());
-        assert_eq!(e, Utc.with_ymd_and_hms(2027, 1, 1, 0, 0, 0).unwrap());
-        let mut billed = sub.clone();
-        billed.current_period_start = Some(Utc.with_ymd_and_hms(2026, 12, 10, 0, 0, 0).unwrap());
-        billed.current_period_end = Some(Utc.with_ymd_and_hms(2027, 1, 10, 0, 0, 0).unwrap());
-        assert_eq!(period_of(&billed, now).0.day(), 10);
     }
 
     #[test]

@@ -464,8 +464,12 @@ pub fn admit(
 }
 
 /// The period a subscription's quota counts in: Stripe's current period when the subscription
-/// has one that contains `now`, else the calendar month (UTC) of `now` — free products have
-/// no Stripe subscription, and a period Stripe has not renewed yet must not stretch forever.
+/// has one that contains `now`; otherwise the month of the subscription's own cadence that
+/// contains `now` — months anchored at its start (`created_at`), as Stripe anchors a monthly
+/// billing cycle (docs.stripe.com/billing/subscriptions/billing-cycle: the anchor day, clamped
+/// to the month's last day). Free products have no Stripe subscription, and a period Stripe
+/// has not renewed yet must not stretch forever; a calendar month would reset the quota on the
+/// 1st whatever day the consumer subscribed.
 pub fn quota_period(sub: &Subscription, now: Timestamp) -> (Timestamp, Timestamp) {
     if let (Some(s), Some(e)) = (sub.current_period_start, sub.current_period_end)
         && s <= now
@@ -473,7 +477,30 @@ pub fn quota_period(sub: &Subscription, now: Timestamp) -> (Timestamp, Timestamp
     {
         return (s, e);
     }
-    calendar_month(now)
+    anchored_month(sub.current_period_start.unwrap_or(sub.created_at), now)
+}
+
+/// The month `[anchor + k months, anchor + (k+1) months)` that contains `now` (k may be
+/// negative). Each bound is computed from the anchor itself, so an anchor on the 31st gives
+/// Jan 31 → Feb 28 → Mar 31, as Stripe's billing cycle does.
+pub fn anchored_month(anchor: Timestamp, now: Timestamp) -> (Timestamp, Timestamp) {
+    let nth = |k: i64| -> Timestamp {
+        if k >= 0 {
+            anchor + Months::new(k as u32)
+        } else {
+            anchor - Months::new((-k) as u32)
+        }
+    };
+    let months = (i64::from(now.year()) - i64::from(anchor.year())) * 12 + i64::from(now.month())
+        - i64::from(anchor.month());
+    let mut k = months - 1;
+    while nth(k + 1) <= now {
+        k += 1;
+    }
+    while nth(k) > now {
+        k -= 1;
+    }
+    (nth(k), nth(k + 1))
 }
 
 /// `[first instant of the month, first instant of the next month)` in UTC.
@@ -698,6 +725,49 @@ mod tests {
         assert_eq!(thresholds_reached(0, 0), vec![80, 100]);
         assert!(quota_exceeded(100, 100));
         assert!(!quota_exceeded(99, 100));
+    }
+
+    #[test]
+    fn anchored_months_follow_the_anchor_day_clamped_to_the_month() {
+        let anchor = Utc.with_ymd_and_hms(2027, 1, 31, 13, 37, 5).unwrap();
+        let at = |y, m, d, h| Utc.with_ymd_and_hms(y, m, d, h, 0, 0).unwrap();
+        let (s, e) = anchored_month(anchor, at(2027, 2, 15, 0));
+        assert_eq!(s, anchor);
+        assert_eq!(e, Utc.with_ymd_and_hms(2027, 2, 28, 13, 37, 5).unwrap());
+        let (s, e) = anchored_month(anchor, at(2027, 3, 10, 0));
+        assert_eq!(s, Utc.with_ymd_and_hms(2027, 2, 28, 13, 37, 5).unwrap());
+        assert_eq!(e, Utc.with_ymd_and_hms(2027, 3, 31, 13, 37, 5).unwrap());
+        // Before the anchor, and exactly on a bound (start inclusive, end exclusive).
+        let (s, e) = anchored_month(anchor, at(2026, 12, 31, 14));
+        assert_eq!(
+            (s, e),
+            (
+                Utc.with_ymd_and_hms(2026, 12, 31, 13, 37, 5).unwrap(),
+                anchor
+            )
+        );
+        assert_eq!(anchored_month(anchor, anchor).0, anchor);
+        // Every instant over two years lies in the month returned for it.
+        let mut t = at(2026, 11, 1, 0);
+        while t < at(2029, 1, 1, 0) {
+            let (s, e) = anchored_month(anchor, t);
+            assert!(s <= t && t < e, "{t}: {s}..{e}");
+            t += Duration::hours(7);
+        }
+    }
+
+    #[test]
+    fn a_free_subscriptions_quota_month_starts_on_its_own_day() {
+        let created = Utc.with_ymd_and_hms(2026, 11, 30, 0, 10, 0).unwrap();
+        let sub: Subscription = serde_json::from_value(json!({
+            "id": "s", "consumer_id": "c", "product_id": "free", "name": "n", "status": "active",
+            "created_at": created, "updated_at": created, "version": 0
+        }))
+        .unwrap();
+        // The subscription's month runs Nov 30 → Dec 30, across the calendar month's end.
+        let (s, e) = quota_period(&sub, Utc.with_ymd_and_hms(2026, 12, 20, 0, 0, 0).unwrap());
+        assert_eq!(s, created);
+        assert_eq!(e, Utc.with_ymd_and_hms(2026, 12, 30, 0, 10, 0).unwrap());
     }
 
     #[test]
