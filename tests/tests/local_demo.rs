@@ -5,16 +5,21 @@
 
 use tollgate_local::{LocalStack, StackOptions, demo};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_demo_month_invoices_what_the_pricing_engine_quotes() {
+/// Plays the demo month with the stack's clock starting at `start` (RFC 3339) and checks
+/// everything it must show. The clock is a parameter so that no run depends on today's date.
+async fn the_demo_month_from(start: &str) {
+    let start_time = chrono::DateTime::parse_from_rfc3339(start)
+        .unwrap()
+        .timestamp();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .unwrap()
         .to_path_buf();
     let mut opts = StackOptions::new(&root);
     opts.port = 0;
+    opts.start_time = Some(start_time);
     let stack = LocalStack::start(opts).await.expect("local stack starts");
-    let info = tempfile_path();
+    let info = tempfile_path(start_time);
     stack.write_info(&info).unwrap();
     let written: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&info).unwrap()).unwrap();
@@ -93,11 +98,26 @@ async fn the_demo_month_invoices_what_the_pricing_engine_quotes() {
     }
     // The declined card at checkout was refused, the second one paid.
     assert!(printed.contains("fay-co: checkout for basic with a Declined card refused"));
-    // Free: over its 100-call quota → 429, no invoice.
+    // Free: over its 100-call quota → 429 for the rest of its month, no invoice. Its quota
+    // month is anchored at its own start, like the paid ones' billing periods: once the month
+    // has closed, a new quota month has begun and the gateway lets it call again.
     assert_eq!(status("ada-labs"), "active");
+    let in_month = report
+        .consumer("ada-labs")
+        .unwrap()
+        .entitlement_in_month
+        .as_ref()
+        .map(|e| {
+            (
+                e["status"].as_u64().unwrap_or(0),
+                e["reason"].as_str().unwrap_or("").to_string(),
+            )
+        });
+    assert_eq!(in_month, Some((429, "quota_exceeded".into())), "{printed}");
     assert_eq!(
         entitlement("ada-labs"),
-        Some((429, "quota_exceeded".into()))
+        Some((200, "ok".into())),
+        "{printed}"
     );
     assert!(report.consumer("ada-labs").unwrap().invoice.is_none());
     // Prepaid: the $10 ran out → 402 at the gateway.
@@ -126,8 +146,40 @@ async fn the_demo_month_invoices_what_the_pricing_engine_quotes() {
     assert!(report.meter_events_reported > 0);
 }
 
-fn tempfile_path() -> std::path::PathBuf {
+fn tempfile_path(start_time: i64) -> std::path::PathBuf {
     std::env::temp_dir()
-        .join(format!("tollgate-local-{}", std::process::id()))
+        .join(format!(
+            "tollgate-local-{}-{start_time}",
+            std::process::id()
+        ))
         .join("local.json")
+}
+
+// The same month from the start dates that break calendar arithmetic: the 30th and 31st of a
+// month (the next month is shorter), Feb 28 of a leap and of a common year, and a start half an
+// hour before the year ends (the period is anchored at :30, the year and the month change).
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_month_from_the_30th() {
+    the_demo_month_from("2026-11-30T00:00:00Z").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_month_from_the_31st() {
+    the_demo_month_from("2027-01-31T00:00:00Z").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_month_from_feb_28_of_a_leap_year() {
+    the_demo_month_from("2028-02-28T00:00:00Z").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_month_from_feb_28_of_a_common_year() {
+    the_demo_month_from("2027-02-28T00:00:00Z").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_month_from_half_an_hour_before_the_year_ends() {
+    the_demo_month_from("2026-12-31T23:30:00Z").await;
 }

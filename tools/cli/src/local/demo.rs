@@ -120,8 +120,10 @@ pub struct ConsumerReport {
     pub calls_accepted: u64,
     /// The last usage answer's state (`ok`, `quota_exceeded`, `no_credit`, ...).
     pub usage_state: Option<String>,
-    /// `GET /entitlements/{key}` at the end of the usage days.
+    /// `GET /entitlements/{key}` after the month closed (a new period has begun).
     pub entitlement: Option<Value>,
+    /// `GET /entitlements/{key}` after the last usage day, inside the month.
+    pub entitlement_in_month: Option<Value>,
     /// Stripe's invoice for the month (metered products).
     pub invoice: Option<InvoiceSummary>,
     /// The pricing engine's quote for `calls_counted`.
@@ -281,6 +283,7 @@ pub async fn run(stack: &LocalStack, out: &mut dyn Write) -> anyhow::Result<Demo
                 calls_accepted: 0,
                 usage_state: None,
                 entitlement: None,
+                entitlement_in_month: None,
                 invoice: None,
                 quote_total: None,
                 credit_purchased: plan.credit,
@@ -383,7 +386,11 @@ pub async fn run(stack: &LocalStack, out: &mut dyn Write) -> anyhow::Result<Demo
     // 2. The month: nightly runs, usage on some days, a card that starts failing.
     let mut billing_runs = 0u32;
     let mut meter_events = 0u64;
-    let last_day = (day_start(period_end) - day0).num_days() + 2;
+    // Run the nights until the failed renewal's retry is over: Stripe finalises an hour after
+    // the period end and the local stack retries a failed payment a day later, so the last
+    // night is the first one a full day after the finalisation (a period ending at 23:30 is
+    // finalised after midnight, one night later than one ending at 00:00).
+    let last_day = (day_start(period_end + Span::hours(1) + Span::days(1)) - day0).num_days() + 1;
     for day in 1..=last_day {
         let midnight = day0 + Span::days(day);
         if midnight > period_end && midnight - Span::days(1) <= period_end {
@@ -793,6 +800,7 @@ async fn post_usage(
             let (_, ent) = http
                 .gateway(reqwest::Method::GET, &format!("/entitlements/{key}"), None)
                 .await?;
+            c.report.entitlement_in_month = Some(ent.clone());
             c.report.entitlement = Some(ent);
         }
         let ent_status = c

@@ -1,4 +1,4 @@
-//! `tollgate local [--port 8080] [--demo] [--exit-after-demo]`: the whole stack on this
+//! `tollgate local [--port 8080] [--start-time RFC3339] [--demo] [--exit-after-demo]`: the whole stack on this
 //! machine (the library `tollgate_local`, in this folder), then a scripted month if asked.
 
 use crate::Run;
@@ -24,6 +24,18 @@ pub struct Args {
     /// Where the connection details are written.
     #[arg(long, default_value = ".tollgate/local.json")]
     info_file: PathBuf,
+    /// Where the stack's clock (the emulator's) starts, RFC 3339 (`2027-02-28T00:00:00Z`);
+    /// the start of the current UTC hour when absent. The demo month is the same from any
+    /// start: use it to replay a month end, Feb 29 or a year end.
+    #[arg(long, value_parser = parse_start_time)]
+    start_time: Option<i64>,
+}
+
+/// `--start-time`: an RFC 3339 instant, as Unix seconds.
+fn parse_start_time(s: &str) -> Result<i64, String> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.timestamp())
+        .map_err(|e| format!("not an RFC 3339 instant (2027-02-28T00:00:00Z): {e}"))
 }
 
 impl Run for Args {
@@ -55,6 +67,7 @@ impl Args {
         let mut opts = StackOptions::new(&root);
         opts.port = self.port;
         opts.catalog = self.catalog.clone();
+        opts.start_time = self.start_time;
         let started = std::time::Instant::now();
         let stack = LocalStack::start(opts).await?;
         stack.write_info(&self.info_file)?;
