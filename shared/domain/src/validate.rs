@@ -81,9 +81,94 @@ impl Catalog {
 pub fn parse(text: &str) -> Result<Catalog, CatalogErrors> {
     let value: Value = serde_json::from_str(text)
         .map_err(|e| CatalogErrors(vec![CatalogError::new("", format!("not valid JSON: {e}"))]))?;
-    let catalog = from_value(&value).map_err(CatalogErrors)?;
-    catalog.validate()?;
-    Ok(catalog)
+    match from_value(&value) {
+        Ok(catalog) => {
+            catalog.validate()?;
+            Ok(catalog)
+        }
+        Err(mut errors) => {
+            // The rules of the parts that did parse are reported too: an operator fixes a
+            // missing field and a tier out of order in one pass, not two.
+            errors.extend(rule_errors_of_parsed_parts(&value));
+            Err(CatalogErrors(errors))
+        }
+    }
+}
+
+/// The rule errors (as [`validate`] reports them) of the meters and products of `value` that
+/// parse on their own, at their original paths. Items that do not parse are left out (their
+/// shape errors are reported already); a reference to a meter whose item did not parse is not
+/// reported as unknown. Empty when the file's top level (version, currency) does not parse.
+fn rule_errors_of_parsed_parts(value: &Value) -> Vec<CatalogError> {
+    let Value::Object(map) = value else {
+        return Vec::new();
+    };
+    let items = |list: &str| map.get(list).and_then(Value::as_array).cloned().unwrap_or_default();
+    let mut top = map.clone();
+    top.insert("meters".into(), Value::Array(Vec::new()));
+    top.insert("products".into(), Value::Array(Vec::new()));
+    let Ok(mut partial) = serde_json::from_value::<Catalog>(Value::Object(top)) else {
+        return Vec::new();
+    };
+    let mut meter_at = Vec::new();
+    let mut broken = Vec::new();
+    for (i, raw) in items("meters").iter().enumerate() {
+        match serde_json::from_value::<Meter>(raw.clone()) {
+            Ok(m) => {
+                partial.meters.push(m);
+                meter_at.push(i);
+            }
+            Err(_) => {
+                broken.push(format!("meters[{i}]"));
+                // Stand-in so that products naming this meter are not told it is unknown.
+                if let Some(id) = raw.get("id").cloned()
+                    && let Ok(m) = serde_json::from_value::<Meter>(
+                        serde_json::json!({"id": id, "name": "(does not parse)"}),
+                    )
+                {
+                    partial.meters.push(m);
+                    meter_at.push(usize::MAX);
+                }
+            }
+        }
+    }
+    let mut product_at = Vec::new();
+    for (i, raw) in items("products").iter().enumerate() {
+        match serde_json::from_value::<Product>(raw.clone()) {
+            Ok(p) => {
+                partial.products.push(p);
+                product_at.push(i);
+            }
+            Err(_) => broken.push(format!("products[{i}]")),
+        }
+    }
+    // Paths of the partial catalog → paths of the file.
+    let remap = |path: &str| -> Option<String> {
+        for (list, at) in [("meters", &meter_at), ("products", &product_at)] {
+            if let Some(rest) = path.strip_prefix(&format!("{list}["))
+                && let Some(close) = rest.find(']')
+                && let Ok(k) = rest[..close].parse::<usize>()
+            {
+                let original = *at.get(k)?;
+                if original == usize::MAX {
+                    return None;
+                }
+                return Some(format!("{list}[{original}]{}", &rest[close + 1..]));
+            }
+        }
+        Some(path.to_string())
+    };
+    validate(&partial)
+        .into_iter()
+        .filter(|e| e.path != "products" || !broken.iter().any(|b| b.starts_with("products")))
+        .filter_map(|e| {
+            let path = remap(&e.path)?;
+            let inside_broken = broken
+                .iter()
+                .any(|b| path == *b || path.starts_with(&format!("{b}.")));
+            (!inside_broken).then_some(CatalogError::new(path, e.message))
+        })
+        .collect()
 }
 
 /// Deserializes a JSON value into a catalog. On failure, deserializes each product and meter

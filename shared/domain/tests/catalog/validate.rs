@@ -426,3 +426,19 @@ fn not_json_at_all() {
     assert_eq!(e.len(), 1);
     assert!(e[0].to_string().starts_with("not valid JSON"), "{}", e[0]);
 }
+
+#[test]
+fn shape_and_rule_errors_are_reported_together() {
+    // A missing field (shape) in one product and a tier out of order (rule) in another: both
+    // in one run, at their own paths, and nothing reported for the broken product's insides.
+    let e = errors_after(|v| {
+        remove(v, "/products/1/name");
+        set(v, "/products/14/prices/0/tiers/1/up_to", json!(50000));
+    });
+    assert_has(&e, "products[1]: missing field `name`");
+    assert_has(&e, "products[14].prices[0].tiers[1].up_to");
+    assert_eq!(e.len(), 2, "{}", e.join("\n"));
+    // A meter that does not parse is not also "unknown" to the products that use it.
+    let e = errors_after(|v| set(v, "/meters/0/unit", json!(5)));
+    assert_eq!(e.len(), 1, "{}", e.join("\n"));
+}
