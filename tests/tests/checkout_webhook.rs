@@ -948,3 +948,127 @@ async fn concurrent_deliveries_activate_once() {
         vec!["SubscriptionActivated", "ApiKeyIssued"]
     );
 }
+
+/// Issue 19: a retired product takes no new subscriptions (409 naming it, hidden from the
+/// catalog) while its subscribers keep access; `has-paid` answers for any of several products.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retired_product_keeps_its_subscribers_and_sells_no_more() {
+    let h = Harness::start().await;
+    h.stripe
+        .set_webhook_endpoint(&h.webhook_url, WEBHOOK_SECRET);
+    let (sub_id, api_key, _) = h.subscribe_to_standard().await;
+    h.stripe.wait_for_webhooks_idle().await;
+    assert_eq!(
+        h.subscription(&sub_id).await.status,
+        SubscriptionStatus::Active
+    );
+
+    // The provider retires `standard` (successor `pro`) and deploys the new catalog.
+    let mut value: Value = serde_json::from_str(tollgate_app::config::EMBEDDED_CATALOG).unwrap();
+    let standard = value["products"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|p| p["id"] == "standard")
+        .unwrap();
+    standard["status"] = json!("retired");
+    standard["successor"] = json!("pro");
+    let retired = Catalog::from_json(&value.to_string()).expect("a valid catalog");
+    let retired_portal = Checkout {
+        store: h.checkout.store.clone(),
+        payments: h.checkout.payments.clone(),
+        publisher: h.checkout.publisher.clone(),
+        clock: h.checkout.clock.clone(),
+        catalog: Arc::new(retired),
+        portal_secret: Secret::from_value("PORTAL_SECRET", PORTAL_SECRET),
+        return_url_allowlist: vec![PORTAL.to_string()],
+    };
+    let call = |method: &'static str, path: String, body: Option<Value>| {
+        let req = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("authorization", format!("Bearer {PORTAL_SECRET}"))
+            .body(body.map_or(Body::Empty, |b| Body::Text(b.to_string())))
+            .unwrap();
+        let portal = &retired_portal;
+        async move {
+            let resp = portal.handle(req).await.unwrap();
+            let status = resp.status().as_u16();
+            let body: Value = serde_json::from_slice(resp.body().as_ref()).unwrap();
+            (status, body)
+        }
+    };
+
+    let (status, catalog) = call("GET", "/catalog".into(), None).await;
+    assert_eq!(status, 200);
+    let ids: Vec<&str> = catalog["products"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap())
+        .collect();
+    assert!(
+        !ids.contains(&"standard") && ids.contains(&"pro"),
+        "{ids:?}"
+    );
+
+    let writes_before = h.stripe.write_request_count();
+    let (status, body) = call(
+        "POST",
+        "/checkout/sessions".into(),
+        Some(json!({
+            "consumer_id": "newco", "product_id": "standard", "subscription_name": "x",
+            "success_url": format!("{PORTAL}/ok"), "cancel_url": format!("{PORTAL}/no"),
+        })),
+    )
+    .await;
+    assert_eq!(status, 409, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("standard") && message.contains("retired") && message.contains("pro"),
+        "{body}"
+    );
+    assert_eq!(
+        h.stripe.write_request_count(),
+        writes_before,
+        "nothing sent to Stripe"
+    );
+
+    // The existing subscriber keeps its access and its product.
+    assert_eq!(h.key_gate(&api_key).await, Some(SubscriptionStatus::Active));
+    let mut paid = json!(null);
+    for _ in 0..40 {
+        let (status, answer) = call(
+            "GET",
+            "/consumers/acme/has-paid?product=basic,standard,pro".into(),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{answer}");
+        paid = answer;
+        if paid["paid"] == true {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(paid["paid"], true, "{paid}");
+    assert_eq!(paid["product_id"], "standard");
+    assert_eq!(paid["subscription_id"], sub_id.as_str());
+    assert_eq!(paid["products"], json!(["basic", "standard", "pro"]));
+    let (_, none) = call(
+        "GET",
+        "/consumers/acme/has-paid?product=basic,pro,free".into(),
+        None,
+    )
+    .await;
+    assert_eq!(none["paid"], false, "{none}");
+    assert_eq!(none["subscription_id"], Value::Null);
+    let (status, bad) = call(
+        "GET",
+        "/consumers/acme/has-paid?product=basic,,pro".into(),
+        None,
+    )
+    .await;
+    assert_eq!(status, 400, "{bad}");
+    assert_eq!(bad["error"]["field"], "product");
+}

@@ -5,7 +5,7 @@
 //! | `POST /checkout/sessions` | start a Stripe Checkout Session (or activate a free product at once) |
 //! | `GET /catalog` | the products on sale |
 //! | `GET /consumers/{id}/subscriptions` | status, quota, usage so far this period, quote of the bill so far |
-//! | `GET /consumers/{id}/has-paid?product=ID` | whether the consumer has live access to a product |
+//! | `GET /consumers/{id}/has-paid?product=ID[,ID…]` | whether the consumer has live access to a product (or any of several) |
 //! | `POST /subscriptions/{id}/cancel` | cancel at the end of the period (at once for free products) |
 //! | `POST /subscriptions/{id}/keys` | issue a new API key, revoking the old one in the same commit |
 //!

@@ -124,6 +124,17 @@ impl Checkout {
                 )
             })?
             .clone();
+        if !product.on_sale() {
+            return Err(ApiError::Conflict(format!(
+                "product_id: {} is retired and takes no new subscriptions{}",
+                product.id,
+                product
+                    .successor
+                    .as_ref()
+                    .map(|s| format!("; its successor is {s}"))
+                    .unwrap_or_default()
+            )));
+        }
         // No open redirect: Stripe sends the consumer's browser to these URLs after payment.
         for (field, url) in [
             ("success_url", &input.success_url),
@@ -380,7 +391,8 @@ impl Checkout {
     }
 
     pub(crate) fn catalog_view(&self) -> http::Response<String> {
-        json_response(StatusCode::OK, &*self.catalog)
+        // Retired products are not on sale; their subscribers see them in their subscriptions.
+        json_response(StatusCode::OK, &self.catalog.on_sale())
     }
 
     pub(crate) async fn subscriptions(
@@ -481,25 +493,36 @@ impl Checkout {
         }
         let q: Q = serde_urlencoded::from_str(query)
             .map_err(|e| ApiError::bad_request("product", e.to_string()))?;
-        let product = ProductId::parse(q.product)
+        // `product=a,b,c`: any of them (seed 003's `if-has-paid plan="bronze,silver,gold"`).
+        let products = q
+            .product
+            .split(',')
+            .map(|p| ProductId::parse(p.trim()))
+            .collect::<Result<Vec<_>, _>>()
             .map_err(|e| ApiError::bad_request("product", e.to_string()))?;
+        if products.len() > MAX_HAS_PAID_PRODUCTS {
+            return Err(ApiError::bad_request(
+                "product",
+                format!("at most {MAX_HAS_PAID_PRODUCTS} products"),
+            ));
+        }
         let subs = self.store.list_subscriptions(&consumer).await?;
-        // Seed 003's rule lives in the domain (`entitlement::has_paid`): live access, one-time
-        // access until it expires.
-        let now = self.clock.now();
-        let paid = tollgate_domain::entitlement::has_paid(&subs, &self.catalog, &product, now);
-        let live = subs.into_iter().find(|s| {
-            paid && s.product_id == product
-                && s.status.grants_access()
-                && s.access_expires_at.is_none_or(|t| now < t)
-        });
+        // Seed 003's rule lives in the domain: live access, one-time access until it expires.
+        let live = tollgate_domain::entitlement::paid_subscription(
+            &subs,
+            &self.catalog,
+            &products,
+            self.clock.now(),
+        );
         Ok(json_response(
             StatusCode::OK,
             &serde_json::json!({
                 "consumer_id": consumer,
-                "product_id": product,
-                "paid": paid,
-                "subscription_id": live.map(|s| s.id),
+                // The product the live subscription is on; the one asked if nothing matched.
+                "product_id": live.map_or(&products[0], |s| &s.product_id),
+                "products": products,
+                "paid": live.is_some(),
+                "subscription_id": live.map(|s| &s.id),
             }),
         ))
     }
@@ -696,6 +719,9 @@ pub fn return_url_allowed(url: &str, allowlist: &[String]) -> bool {
                 ))
     })
 }
+
+/// Most products one `has-paid` question may name.
+const MAX_HAS_PAID_PRODUCTS: usize = 20;
 
 pub(crate) fn payments_error(e: PaymentsError) -> ApiError {
     if e.is_transient() {

@@ -95,6 +95,34 @@ pub struct Product {
     /// balance (drawn down at ingestion) instead of being invoiced in arrears.
     #[serde(default)]
     pub prepaid: bool,
+    /// `active` (the default) or `retired`. A retired product takes no new subscriptions
+    /// (hidden from `GET /catalog`, checkout answers 409 naming it, `catalog sync` archives its
+    /// Stripe Prices so Stripe refuses new sales too) while its live subscriptions keep their
+    /// access, quota and billing: Stripe keeps billing subscriptions on archived Prices
+    /// (docs.stripe.com/products-prices/manage-prices#archive-price).
+    #[serde(default, skip_serializing_if = "ProductStatus::is_active")]
+    pub status: ProductStatus,
+    /// Only on a retired product: the product its subscribers are offered instead (the
+    /// portal's upgrade target; moving them at renewal goes through the plan-change path).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub successor: Option<ProductId>,
+}
+
+/// Whether a product is on sale.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ProductStatus {
+    /// On sale.
+    #[default]
+    Active,
+    /// No new subscriptions; existing ones continue.
+    Retired,
+}
+
+impl ProductStatus {
+    pub fn is_active(&self) -> bool {
+        matches!(self, ProductStatus::Active)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -270,6 +298,18 @@ pub struct Tier {
 }
 
 impl Catalog {
+    /// The catalog as sold today: retired products left out (`GET /catalog`).
+    pub fn on_sale(&self) -> Catalog {
+        Catalog {
+            products: self
+                .products
+                .iter()
+                .filter(|p| p.on_sale())
+                .cloned()
+                .collect(),
+            ..self.clone()
+        }
+    }
     pub fn product(&self, id: &str) -> Option<&Product> {
         self.products.iter().find(|p| p.id.as_str() == id)
     }
@@ -279,6 +319,10 @@ impl Catalog {
 }
 
 impl Product {
+    /// Whether new subscriptions may be started (not retired).
+    pub fn on_sale(&self) -> bool {
+        self.status.is_active()
+    }
     /// A product with no price component costs nothing and needs no Stripe at all.
     pub fn is_free(&self) -> bool {
         self.prices.is_empty() && self.credit.is_none()

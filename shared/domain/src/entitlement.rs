@@ -224,14 +224,29 @@ pub fn has_paid(
     product: &ProductId,
     now: Timestamp,
 ) -> bool {
-    if catalog.product(product.as_str()).is_none() {
-        return false;
-    }
-    subscriptions.iter().any(|s| {
-        &s.product_id == product
-            && s.status.grants_access()
-            && s.access_expires_at.is_none_or(|t| now < t)
-    })
+    paid_subscription(subscriptions, catalog, std::slice::from_ref(product), now).is_some()
+}
+
+/// Seed 003's `if-has-paid plan="bronze,silver,gold"`: the consumer's subscription that gives
+/// live access to ANY of `products` (in the order asked, then the subscriptions' order), or
+/// `None`. Live access: a status that grants access and, for one-time access, not expired at
+/// `now`. A product not in the catalog never matches.
+pub fn paid_subscription<'a>(
+    subscriptions: &'a [Subscription],
+    catalog: &Catalog,
+    products: &[ProductId],
+    now: Timestamp,
+) -> Option<&'a Subscription> {
+    products
+        .iter()
+        .filter(|p| catalog.product(p.as_str()).is_some())
+        .find_map(|p| {
+            subscriptions.iter().find(|s| {
+                &s.product_id == p
+                    && s.status.grants_access()
+                    && s.access_expires_at.is_none_or(|t| now < t)
+            })
+        })
 }
 
 #[cfg(test)]

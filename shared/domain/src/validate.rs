@@ -103,7 +103,12 @@ fn rule_errors_of_parsed_parts(value: &Value) -> Vec<CatalogError> {
     let Value::Object(map) = value else {
         return Vec::new();
     };
-    let items = |list: &str| map.get(list).and_then(Value::as_array).cloned().unwrap_or_default();
+    let items = |list: &str| {
+        map.get(list)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
     let mut top = map.clone();
     top.insert("meters".into(), Value::Array(Vec::new()));
     top.insert("products".into(), Value::Array(Vec::new()));
@@ -379,6 +384,7 @@ fn product(v: &mut Errors, c: &Catalog, p: &Product, at: &str, sells_credit: boo
     if p.name.trim().is_empty() {
         v.push(format!("{at}.name"), "must not be empty");
     }
+    successor(v, c, p, at);
     let recurring = p.interval.is_some();
     if p.trial_days > 0 && !recurring {
         v.push(
@@ -587,6 +593,41 @@ fn product(v: &mut Errors, c: &Catalog, p: &Product, at: &str, sells_credit: boo
             }
             PriceComponent::Tiered { tiers, .. } => tiered(v, &pat, tiers),
         }
+    }
+}
+
+/// A successor is named only by a retired product, and is another product on sale that
+/// Stripe can move a subscription to (same interval: Stripe cannot change the interval of a
+/// subscription item in place, docs.stripe.com/billing/subscriptions/change-price).
+fn successor(v: &mut Errors, c: &Catalog, p: &Product, at: &str) {
+    let Some(id) = &p.successor else {
+        return;
+    };
+    let path = format!("{at}.successor");
+    if p.on_sale() {
+        v.push(
+            path,
+            "only a retired product (status: retired) has a successor",
+        );
+        return;
+    }
+    if id == &p.id {
+        v.push(path, "a product cannot succeed itself");
+        return;
+    }
+    match c.product(id.as_str()) {
+        None => v.push(path, format!("unknown product {:?}", id.as_str())),
+        Some(s) if !s.on_sale() => {
+            v.push(path, format!("product {:?} is retired too", id.as_str()))
+        }
+        Some(s) if s.interval != p.interval || s.prepaid != p.prepaid => v.push(
+            path,
+            format!(
+                "product {:?} bills differently (interval or prepaid): a subscription cannot move to it",
+                id.as_str()
+            ),
+        ),
+        Some(_) => {}
     }
 }
 

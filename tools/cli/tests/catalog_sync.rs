@@ -109,3 +109,94 @@ async fn sync_refuses_an_invalid_catalog_before_calling_stripe() {
     assert!(emulator.requests().is_empty(), "Stripe was not called");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Retiring a product archives its Stripe Prices (no new sales in Stripe either) and deletes
+/// nothing; the next sync has nothing to do; un-retiring it sells it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retiring_a_product_archives_its_prices_once_and_deletes_nothing() {
+    let emulator = Emulator::start(EmulatorConfig::default()).await.unwrap();
+    let catalog = example();
+    let first = sync(&emulator, &["--catalog", &catalog]).await;
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+
+    let mut value: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&catalog).unwrap()).unwrap();
+    let products = value["products"].as_array_mut().unwrap();
+    let standard = products.iter_mut().find(|p| p["id"] == "standard").unwrap();
+    let price_keys: Vec<String> = standard["prices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| format!("standard.{}", c["key"].as_str().unwrap()))
+        .collect();
+    standard["status"] = "retired".into();
+    standard["successor"] = "pro".into();
+    let dir = tempfile::tempdir().unwrap();
+    let retired = dir.path().join("catalog.json");
+    std::fs::write(&retired, serde_json::to_string_pretty(&value).unwrap()).unwrap();
+    let retired = retired.display().to_string();
+
+    emulator.clear_request_log();
+    let out = sync(&emulator, &["--catalog", &retired]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for key in &price_keys {
+        assert!(
+            stdout(&out).contains(&format!("({key}): its product is retired")),
+            "{}",
+            stdout(&out)
+        );
+    }
+    assert_eq!(
+        emulator.write_request_count(),
+        price_keys.len(),
+        "{}",
+        stdout(&out)
+    );
+    // Stripe still has every Price, archived.
+    let http = reqwest::Client::new();
+    for key in &price_keys {
+        let list: serde_json::Value = http
+            .get(format!(
+                "{}/v1/prices?lookup_keys[]={key}",
+                emulator.base_url()
+            ))
+            .bearer_auth("sk_test_cli")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let prices = list["data"].as_array().unwrap();
+        assert_eq!(prices.len(), 1, "{list}");
+        assert_eq!(prices[0]["active"], false, "{key}: {list}");
+    }
+
+    emulator.clear_request_log();
+    let again = sync(&emulator, &["--catalog", &retired]).await;
+    assert!(again.status.success());
+    assert_eq!(emulator.write_request_count(), 0, "{}", stdout(&again));
+
+    // Back on sale: new Prices take the lookup keys over.
+    emulator.clear_request_log();
+    let back = sync(&emulator, &["--catalog", &catalog]).await;
+    assert!(
+        back.status.success(),
+        "{}",
+        String::from_utf8_lossy(&back.stderr)
+    );
+    assert_eq!(
+        emulator.write_request_count(),
+        price_keys.len(),
+        "{}",
+        stdout(&back)
+    );
+}

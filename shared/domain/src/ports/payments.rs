@@ -529,6 +529,13 @@ pub enum SyncAction {
         spec: PriceSpec,
         replaces: Option<StripeId>,
     },
+    /// `active=false` on a Price of a retired product: no new Checkout Session or subscription
+    /// can use it, while the subscriptions already on it keep being billed
+    /// (docs.stripe.com/products-prices/manage-prices#archive-price). Never a delete.
+    ArchivePrice {
+        id: StripeId,
+        lookup_key: String,
+    },
 }
 
 /// The Stripe side of catalog sync; the plan between the two calls is pure code.

@@ -442,3 +442,39 @@ fn shape_and_rule_errors_are_reported_together() {
     let e = errors_after(|v| set(v, "/meters/0/unit", json!(5)));
     assert_eq!(e.len(), 1, "{}", e.join("\n"));
 }
+
+#[test]
+fn a_successor_belongs_to_a_retired_product_and_must_be_able_to_take_its_subscribers() {
+    // On a product still on sale.
+    let e = errors_after(|v| set(v, "/products/4/successor", json!("pro")));
+    assert_has(&e, "products[4].successor: only a retired product");
+    // Unknown, itself, retired too, or billed on another interval.
+    let retire = |v: &mut Value, i: usize, succ: &str| {
+        set(v, &format!("/products/{i}/status"), json!("retired"));
+        set(v, &format!("/products/{i}/successor"), json!(succ));
+    };
+    let e = errors_after(|v| retire(v, 4, "nope"));
+    assert_has(&e, "products[4].successor: unknown product \"nope\"");
+    let e = errors_after(|v| {
+        let id = v["products"][4]["id"].clone();
+        retire(v, 4, id.as_str().unwrap());
+    });
+    assert_has(&e, "cannot succeed itself");
+    let e = errors_after(|v| {
+        let other = v["products"][5]["id"].as_str().unwrap().to_string();
+        retire(v, 4, &other);
+        set(v, "/products/5/status", json!("retired"));
+    });
+    assert_has(&e, "is retired too");
+    let e = errors_after(|v| retire(v, 4, "basic-yearly"));
+    assert_has(&e, "bills differently");
+    // A well-formed retirement is valid.
+    assert_eq!(
+        errors_after(|v| set(v, "/products/4/status", json!("retired"))),
+        Vec::<String>::new()
+    );
+    assert_has(
+        &errors_after(|v| set(v, "/products/4/status", json!("gone"))),
+        "products[4].status: unknown variant `gone`",
+    );
+}

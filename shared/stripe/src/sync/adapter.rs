@@ -16,7 +16,7 @@ use stripe_billing::billing_meter::{
 use stripe_product::price::{
     CreatePrice, CreatePriceRecurring, CreatePriceRecurringInterval, CreatePriceRecurringUsageType,
     CreatePriceTiers, CreatePriceTiersUpTo, CreatePriceTransformQuantity,
-    CreatePriceTransformQuantityRound, ListPrice,
+    CreatePriceTransformQuantityRound, ListPrice, UpdatePrice,
 };
 use stripe_product::product::{CreateProduct, ListProduct, UpdateProduct};
 use stripe_shared::{PriceBillingScheme, PriceTiersMode};
@@ -52,6 +52,7 @@ pub(crate) fn action_key(action: &SyncAction) -> String {
         }
         // `replaces` is part of the digest: A → B → A creates a third Price instead of
         // replaying the first one (which no longer holds the lookup key).
+        SyncAction::ArchivePrice { id, .. } => format!("tollgate:sync:price-archive:{id}"),
         SyncAction::CreatePrice { spec, .. } => {
             format!("tollgate:sync:price:{}:{d}", spec.lookup_key)
         }
@@ -357,6 +358,7 @@ impl CatalogSync for StripeAdapter {
             .prices
             .iter()
             .map(|p| p.lookup_key.clone())
+            .chain(desired.archived.iter().cloned())
             .collect();
         let mut prices = Vec::new();
         // Stripe takes at most 10 lookup keys per list call; tiers only come when expanded.
@@ -455,6 +457,13 @@ impl CatalogSync for StripeAdapter {
             }
             SyncAction::CreatePrice { spec, replaces } => {
                 self.create_price(spec, replaces.is_some(), &key).await
+            }
+            SyncAction::ArchivePrice { id, .. } => {
+                let p = self
+                    .client
+                    .post(&UpdatePrice::new(id.as_str()).active(false), &key)
+                    .await?;
+                stripe_id(p.id.as_str())
             }
         }
     }

@@ -25,6 +25,8 @@ pub struct Desired {
     pub meters: Vec<MeterSpec>,
     pub products: Vec<ProductSpec>,
     pub prices: Vec<PriceSpec>,
+    /// Lookup keys of the Prices of retired products: archived if Stripe has them active.
+    pub archived: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -76,6 +78,7 @@ pub fn desired(catalog: &Catalog) -> Result<Desired, PlanError> {
         .collect();
     let mut products = Vec::new();
     let mut prices = Vec::new();
+    let mut archived = Vec::new();
     for (pi, product) in catalog.products.iter().enumerate() {
         if product.is_free() {
             continue;
@@ -89,7 +92,11 @@ pub fn desired(catalog: &Catalog) -> Result<Desired, PlanError> {
         for (ci, component) in product.prices.iter().enumerate() {
             let path = format!("products[{pi}].prices[{ci}]");
             if let Some(spec) = price_spec(catalog, product, component, &path)? {
-                prices.push(spec);
+                if product.on_sale() {
+                    prices.push(spec);
+                } else {
+                    archived.push(spec.lookup_key);
+                }
             }
         }
     }
@@ -97,6 +104,7 @@ pub fn desired(catalog: &Catalog) -> Result<Desired, PlanError> {
         meters,
         products,
         prices,
+        archived,
     })
 }
 
@@ -281,6 +289,19 @@ pub fn plan(desired: &Desired, observed: &ObservedCatalog) -> Result<Vec<SyncAct
             }),
         }
     }
+    // A retired product's Prices stop selling; a Price never synced has nothing to archive.
+    for key in &desired.archived {
+        for p in observed
+            .prices
+            .iter()
+            .filter(|p| &p.lookup_key == key && p.active)
+        {
+            actions.push(SyncAction::ArchivePrice {
+                id: p.id.clone(),
+                lookup_key: key.clone(),
+            });
+        }
+    }
     Ok(actions)
 }
 
@@ -354,6 +375,9 @@ pub fn describe(action: &SyncAction) -> String {
                 spec.lookup_key
             ),
         },
+        SyncAction::ArchivePrice { id, lookup_key } => format!(
+            "archive price {id} ({lookup_key}): its product is retired; existing subscriptions keep it"
+        ),
     }
 }
 
