@@ -74,6 +74,10 @@ impl Harness {
             catalog: catalog.clone(),
             portal_secret: Secret::from_value("PORTAL_SECRET", PORTAL_SECRET),
             return_url_allowlist: vec![PORTAL.to_string()],
+            credit_policy: tollgate_domain::credit::CreditPolicy {
+                floor: 0,
+                low_threshold: 200,
+            },
         };
         let webhook = Webhook {
             store,
@@ -975,13 +979,8 @@ async fn a_retired_product_keeps_its_subscribers_and_sells_no_more() {
     standard["successor"] = json!("pro");
     let retired = Catalog::from_json(&value.to_string()).expect("a valid catalog");
     let retired_portal = Checkout {
-        store: h.checkout.store.clone(),
-        payments: h.checkout.payments.clone(),
-        publisher: h.checkout.publisher.clone(),
-        clock: h.checkout.clock.clone(),
         catalog: Arc::new(retired),
-        portal_secret: Secret::from_value("PORTAL_SECRET", PORTAL_SECRET),
-        return_url_allowlist: vec![PORTAL.to_string()],
+        ..h.checkout.clone()
     };
     let call = |method: &'static str, path: String, body: Option<Value>| {
         let req = http::Request::builder()

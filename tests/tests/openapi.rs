@@ -454,6 +454,19 @@ async fn every_answer_matches_the_documented_schema() {
         .await;
     assert_eq!(s, 404);
 
+    for (status, amount) in [(201, 500), (200, 500), (409, 700)] {
+        let (s, adj) = p
+            .call(
+                "POST",
+                "/consumers/spec-co/credit/adjustments",
+                "/consumers/{consumer_id}/credit/adjustments",
+                portal,
+                Some(json!({"amount": amount, "reason": "goodwill", "idempotency_key": "spec-1"})),
+            )
+            .await;
+        assert_eq!(s, status, "{adj}");
+    }
+
     let (s, _) = p
         .call(
             "POST",

@@ -127,6 +127,7 @@ fn the_http_api_serves_the_product_routes() {
                 "POST /subscriptions/{subscription_id}/cancel",
                 "POST /subscriptions/{subscription_id}/keys",
                 "GET /consumers/{consumer_id}/has-paid",
+                "POST /consumers/{consumer_id}/credit/adjustments",
             ],
         ),
         ("stripe-webhook", vec!["POST /stripe/webhook"]),

@@ -8,6 +8,7 @@
 //! | `GET /consumers/{id}/has-paid?product=ID[,ID…]` | whether the consumer has live access to a product (or any of several) |
 //! | `POST /subscriptions/{id}/cancel` | cancel at the end of the period (at once for free products) |
 //! | `POST /subscriptions/{id}/keys` | issue a new API key, revoking the old one in the same commit |
+//! | `POST /consumers/{id}/credit/adjustments` | an operator's grant (+) or deduction (−) of prepaid credit, once per idempotency key |
 //!
 //! Every route needs `Authorization: Bearer <portal secret>` (compared in constant time).
 //!
@@ -20,6 +21,7 @@
 //! subscription. A free product is active at once, so its key works at once. A portal that lost
 //! the key calls `POST /subscriptions/{id}/keys`, which shows a new one once and revokes the old.
 
+mod credit;
 mod routes;
 
 pub use routes::{CheckoutRequestBody, IssuedKey, SubscriptionView};
@@ -27,15 +29,17 @@ pub use routes::{CheckoutRequestBody, IssuedKey, SubscriptionView};
 use http::Method;
 use lambda_http::{Body, Request, Response};
 use std::sync::Arc;
+use tollgate_app::credit::CreditStore;
 use tollgate_app::{ApiError, Secret, Settings};
 use tollgate_domain::Catalog;
-use tollgate_domain::ports::{EventPublisher, Payments, Store};
+use tollgate_domain::credit::CreditPolicy;
+use tollgate_domain::ports::{EventPublisher, Payments};
 use tollgate_domain::time::Clock;
 
 /// Everything the handler needs, built once per Lambda instance.
 #[derive(Clone)]
 pub struct Checkout {
-    pub store: Arc<dyn Store>,
+    pub store: Arc<dyn CreditStore>,
     pub payments: Arc<dyn Payments>,
     pub publisher: Arc<dyn EventPublisher>,
     pub clock: Arc<dyn Clock>,
@@ -43,13 +47,15 @@ pub struct Checkout {
     pub portal_secret: Secret,
     /// Allowed prefixes of success / cancel URLs.
     pub return_url_allowlist: Vec<String>,
+    /// The floor and the low-credit line an operator's adjustment follows (as usage does).
+    pub credit_policy: CreditPolicy,
 }
 
 impl Checkout {
     /// The adapters plus what `settings` says.
     pub fn new(
         settings: &Settings,
-        store: Arc<dyn Store>,
+        store: Arc<dyn CreditStore>,
         payments: Arc<dyn Payments>,
         publisher: Arc<dyn EventPublisher>,
         clock: Arc<dyn Clock>,
@@ -62,6 +68,7 @@ impl Checkout {
             catalog: settings.catalog.clone(),
             portal_secret: settings.portal_secret.clone(),
             return_url_allowlist: settings.return_url_allowlist.clone(),
+            credit_policy: tollgate_app::credit::policy(settings),
         }
     }
 
@@ -102,6 +109,9 @@ impl Checkout {
             }
             (&Method::POST, ["subscriptions", id, "cancel"]) => self.cancel(id).await,
             (&Method::POST, ["subscriptions", id, "keys"]) => self.rotate_key(id).await,
+            (&Method::POST, ["consumers", consumer, "credit", "adjustments"]) => {
+                self.adjust_credit(consumer, body).await
+            }
             _ => Err(ApiError::not_found(format!(
                 "route {} {}",
                 req.method(),

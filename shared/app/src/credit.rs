@@ -4,6 +4,7 @@
 use tollgate_domain::Catalog;
 use tollgate_domain::credit::{CreditAccount, CreditPolicy};
 use tollgate_domain::entitlement::{GateFact, KeyGate};
+use tollgate_domain::events::DomainEvent;
 use tollgate_domain::ids::ConsumerId;
 use tollgate_domain::money::MinorUnits;
 use tollgate_domain::ports::{
@@ -132,6 +133,10 @@ pub enum PurchaseOutcome {
 pub enum CreditError {
     #[error("amount: a credit purchase must be positive (got {0})")]
     NotPositive(MinorUnits),
+    #[error("amount: an adjustment must not be zero")]
+    ZeroAdjustment,
+    #[error("idempotency_key: {0:?} was used for another adjustment (another amount)")]
+    KeyReused(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("the credit account of {0} kept changing; retry")]
@@ -163,19 +168,151 @@ pub async fn apply_credit_purchase(
     if purchase.amount <= 0 {
         return Err(CreditError::NotPositive(purchase.amount));
     }
-    for _ in 0..MAX_ATTEMPTS {
-        let (mut account, expect) = load_account(store, &purchase.consumer_id, now).await?;
+    let change = CreditChange {
+        consumer_id: &purchase.consumer_id,
+        reason: CreditReason::Purchase,
+        id: &purchase.checkout_session_id,
+        requested: None,
+        note: None,
+    };
+    let outcome = commit_credit_change(store, catalog, &change, now, |account| {
         let top_up = account.top_up(purchase.amount, policy, now);
+        (purchase.amount, top_up.is_blocked, Vec::new())
+    })
+    .await?;
+    Ok(match outcome {
+        Committed::Applied { balance, .. } => PurchaseOutcome::Applied { balance },
+        Committed::AlreadyApplied { balance, .. } => PurchaseOutcome::AlreadyApplied { balance },
+    })
+}
+
+/// An operator's credit adjustment: `tollgate credit adjust` and
+/// `POST /consumers/{consumer_id}/credit/adjustments`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreditAdjustmentRequest {
+    pub consumer_id: ConsumerId,
+    /// Minor units: positive grants credit, negative takes it back (never below the floor).
+    pub amount: MinorUnits,
+    /// Why, in the operator's words (kept on the movement for the audit trail).
+    pub reason: String,
+    /// The operator's key for this intent: the adjustment is applied once per key, and the
+    /// same key with another amount is refused.
+    pub idempotency_key: String,
+}
+
+/// What an adjustment did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdjustmentOutcome {
+    /// Minor units actually added (negative: taken back; the floor may limit a deduction).
+    pub applied: MinorUnits,
+    pub balance: MinorUnits,
+    /// False when this key was applied before (a retry): nothing changed.
+    pub newly_applied: bool,
+    /// The domain events to publish (`CreditsLow` / `CreditsDepleted` a deduction crosses).
+    pub events: Vec<DomainEvent>,
+}
+
+/// Longest operator reason kept.
+pub const MAX_REASON_LEN: usize = 500;
+
+/// Applies an operator's adjustment exactly once per idempotency key, in ONE transaction with
+/// the balance and the credit gates of the consumer's prepaid keys (the 402 moves at once).
+/// A retry with the same key and amount answers the first result; the same key with another
+/// amount is [`CreditError::KeyReused`].
+pub async fn apply_credit_adjustment(
+    store: &(impl CreditStore + ?Sized),
+    catalog: &Catalog,
+    request: &CreditAdjustmentRequest,
+    policy: CreditPolicy,
+    now: Timestamp,
+) -> Result<AdjustmentOutcome, CreditError> {
+    if request.amount == 0 {
+        return Err(CreditError::ZeroAdjustment);
+    }
+    let change = CreditChange {
+        consumer_id: &request.consumer_id,
+        reason: CreditReason::Adjustment,
+        id: &request.idempotency_key,
+        requested: Some(request.amount),
+        note: Some(request.reason.clone()),
+    };
+    let outcome = commit_credit_change(store, catalog, &change, now, |account| {
+        let a = account.adjust(request.amount, policy, now);
+        (a.applied, a.is_blocked, a.events)
+    })
+    .await?;
+    match outcome {
+        Committed::Applied {
+            applied,
+            balance,
+            events,
+        } => Ok(AdjustmentOutcome {
+            applied,
+            balance,
+            newly_applied: true,
+            events,
+        }),
+        Committed::AlreadyApplied { movement, balance } => match movement {
+            Some(m) if m.requested == Some(request.amount) => Ok(AdjustmentOutcome {
+                applied: m.amount,
+                balance,
+                newly_applied: false,
+                events: Vec::new(),
+            }),
+            _ => Err(CreditError::KeyReused(request.idempotency_key.clone())),
+        },
+    }
+}
+
+/// One change of a consumer's credit, recorded as the movement `(consumer, reason, id)`.
+struct CreditChange<'a> {
+    consumer_id: &'a ConsumerId,
+    reason: CreditReason,
+    id: &'a str,
+    requested: Option<MinorUnits>,
+    note: Option<String>,
+}
+
+enum Committed {
+    Applied {
+        applied: MinorUnits,
+        balance: MinorUnits,
+        events: Vec<DomainEvent>,
+    },
+    /// The movement existed: this change was applied before.
+    AlreadyApplied {
+        movement: Option<CreditMovement>,
+        balance: MinorUnits,
+    },
+}
+
+/// The one recipe of every credit change (purchase, adjustment, refund): the movement, the
+/// account and the prepaid keys' credit gates in ONE transaction under the account's version,
+/// retried on a concurrent change; a movement that exists already means "applied before" (its
+/// gates are copied again, in case a crash cut the overflow writes short).
+/// `change` mutates the account and returns (minor units applied, blocked after, events).
+async fn commit_credit_change(
+    store: &(impl CreditStore + ?Sized),
+    catalog: &Catalog,
+    c: &CreditChange<'_>,
+    now: Timestamp,
+    change: impl Fn(&mut CreditAccount) -> (MinorUnits, bool, Vec<DomainEvent>),
+) -> Result<Committed, CreditError> {
+    for _ in 0..MAX_ATTEMPTS {
+        let (mut account, expect) = load_account(store, c.consumer_id, now).await?;
+        let (applied, blocked, events) = change(&mut account);
         let version = stored_version(expect);
-        let keys = prepaid_keys(store, catalog, &purchase.consumer_id).await?;
-        let gates = credit_gate_writes(&keys, top_up.is_blocked, version);
+        let keys = prepaid_keys(store, catalog, c.consumer_id).await?;
+        let gates = credit_gate_writes(&keys, blocked, version);
         let mut writes = vec![
             Write::PutCreditMovement(CreditMovement {
-                consumer_id: purchase.consumer_id.clone(),
-                reason: CreditReason::Purchase,
-                id: purchase.checkout_session_id.clone(),
-                amount: purchase.amount,
+                consumer_id: c.consumer_id.clone(),
+                reason: c.reason,
+                id: c.id.to_string(),
+                amount: applied,
                 at: now,
+                requested: c.requested,
+                note: c.note.clone(),
             }),
             Write::PutCreditAccount {
                 account: account.clone(),
@@ -196,20 +333,28 @@ pub async fn apply_credit_purchase(
         match store.commit(writes).await {
             Ok(()) => {
                 apply_gate_writes(store, later_gates).await?;
-                return Ok(PurchaseOutcome::Applied {
+                return Ok(Committed::Applied {
+                    applied,
                     balance: account.balance,
+                    events,
                 });
             }
             Err(StoreError::Conflict { index: 0, .. }) => {
                 // Applied before. Its gate writes may not all have landed (a crash between
                 // the transaction and the overflow writes): copy the current state again.
-                let (current, expect) = load_account(store, &purchase.consumer_id, now).await?;
+                let (current, expect) = load_account(store, c.consumer_id, now).await?;
                 if expect != Expect::Absent {
-                    let keys = prepaid_keys(store, catalog, &purchase.consumer_id).await?;
+                    let keys = prepaid_keys(store, catalog, c.consumer_id).await?;
                     let writes = credit_gate_writes(&keys, current.is_blocked(), current.version);
                     apply_gate_writes(store, writes).await?;
                 }
-                return Ok(PurchaseOutcome::AlreadyApplied {
+                let movement = store
+                    .list_credit_movements(c.consumer_id)
+                    .await?
+                    .into_iter()
+                    .find(|m| m.reason == c.reason && m.id == c.id);
+                return Ok(Committed::AlreadyApplied {
+                    movement,
                     balance: current.balance,
                 });
             }
@@ -218,5 +363,5 @@ pub async fn apply_credit_purchase(
             Err(e) => return Err(e.into()),
         }
     }
-    Err(CreditError::Contended(purchase.consumer_id.clone()))
+    Err(CreditError::Contended(c.consumer_id.clone()))
 }

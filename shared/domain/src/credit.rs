@@ -53,6 +53,9 @@ pub struct CreditAccount {
     /// Usage priced but not covered because the balance was at the floor.
     #[serde(default)]
     pub uncovered: MinorUnits,
+    /// Net of the operator's adjustments (grants minus deductions).
+    #[serde(default)]
+    pub adjusted: MinorUnits,
     /// Units already priced, per `{subscription}:{price key}` (the cumulative `u` above).
     #[serde(default)]
     pub priced_units: BTreeMap<String, u64>,
@@ -103,6 +106,7 @@ impl CreditAccount {
             purchased: 0,
             drawn: 0,
             uncovered: 0,
+            adjusted: 0,
             priced_units: BTreeMap::new(),
             low_alerted: false,
             depleted_alerted: false,
@@ -161,6 +165,64 @@ impl CreditAccount {
         self.drawn += drawn;
         self.uncovered += uncovered;
         self.updated_at = now;
+        let events = self.alerts(policy, now);
+        Ok(DrawDown {
+            cost,
+            drawn,
+            uncovered,
+            events,
+        })
+    }
+
+    /// Adds a purchase to the balance and re-arms the alerts it lifts the balance above.
+    pub fn top_up(&mut self, amount: MinorUnits, policy: CreditPolicy, now: Timestamp) -> TopUp {
+        let was_blocked = self.is_blocked();
+        self.balance += amount;
+        self.purchased += amount;
+        self.updated_at = now;
+        self.rearm(policy);
+        TopUp {
+            was_blocked,
+            is_blocked: self.is_blocked(),
+        }
+    }
+
+    /// An operator's correction (seed 004's "the provider gives a customer credit, then
+    /// deducts it"): `amount > 0` grants credit, `amount < 0` takes it back, never below
+    /// `policy.floor` (what the floor stops is not taken: [`Adjustment::applied`] says how
+    /// much was). A grant re-arms the alerts it lifts the balance above; a deduction fires the
+    /// ones it crosses, once, like usage does.
+    pub fn adjust(
+        &mut self,
+        amount: MinorUnits,
+        policy: CreditPolicy,
+        now: Timestamp,
+    ) -> Adjustment {
+        let was_blocked = self.is_blocked();
+        let applied = if amount >= 0 {
+            amount
+        } else {
+            -(-amount).min((self.balance - policy.floor).max(0))
+        };
+        self.balance += applied;
+        self.adjusted += applied;
+        self.updated_at = now;
+        let events = if applied >= 0 {
+            self.rearm(policy);
+            Vec::new()
+        } else {
+            self.alerts(policy, now)
+        };
+        Adjustment {
+            applied,
+            was_blocked,
+            is_blocked: self.is_blocked(),
+            events,
+        }
+    }
+
+    /// The alerts a fall of the balance crosses, each once until re-armed.
+    fn alerts(&mut self, policy: CreditPolicy, now: Timestamp) -> Vec<DomainEvent> {
         let mut events = Vec::new();
         if self.balance < policy.low_threshold && !self.low_alerted {
             self.low_alerted = true;
@@ -179,31 +241,29 @@ impl CreditAccount {
                 at: now,
             });
         }
-        Ok(DrawDown {
-            cost,
-            drawn,
-            uncovered,
-            events,
-        })
+        events
     }
 
-    /// Adds a purchase to the balance and re-arms the alerts it lifts the balance above.
-    pub fn top_up(&mut self, amount: MinorUnits, policy: CreditPolicy, now: Timestamp) -> TopUp {
-        let was_blocked = self.is_blocked();
-        self.balance += amount;
-        self.purchased += amount;
-        self.updated_at = now;
+    /// Re-arms the alerts whose line the balance is back above.
+    fn rearm(&mut self, policy: CreditPolicy) {
         if self.balance >= policy.low_threshold {
             self.low_alerted = false;
         }
         if !self.is_blocked() {
             self.depleted_alerted = false;
         }
-        TopUp {
-            was_blocked,
-            is_blocked: self.is_blocked(),
-        }
     }
+}
+
+/// What an operator's adjustment did ([`CreditAccount::adjust`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Adjustment {
+    /// Minor units added (negative: taken back); a deduction is limited by the floor.
+    pub applied: MinorUnits,
+    pub was_blocked: bool,
+    pub is_blocked: bool,
+    /// Alerts to publish once the account is committed.
+    pub events: Vec<DomainEvent>,
 }
 
 /// The metered components a prepaid product draws credit for, with the batch's units on their
@@ -393,5 +453,34 @@ mod tests {
         c.products[0].prepaid = false;
         let sub = SubscriptionId::parse("sub_1").unwrap();
         assert!(prepaid_usage(&c.products[0], &sub, |_| 10).is_empty());
+    }
+
+    #[test]
+    fn adjustments_grant_and_take_back_never_below_the_floor_and_alert_once() {
+        let consumer = ConsumerId::parse("c1").unwrap();
+        let mut acct = CreditAccount::open(consumer, now());
+        // A grant to an account at zero lifts the 402.
+        let a = acct.adjust(500, POLICY, now());
+        assert_eq!((a.applied, a.was_blocked, a.is_blocked), (500, true, false));
+        assert!(a.events.is_empty());
+        // Taking it all back crosses both lines: CreditsLow then CreditsDepleted, once.
+        let a = acct.adjust(-500, POLICY, now());
+        assert_eq!((a.applied, acct.balance, a.is_blocked), (-500, 0, true));
+        let kinds: Vec<&str> = a.events.iter().map(|e| e.detail_type()).collect();
+        assert_eq!(kinds, ["CreditsLow", "CreditsDepleted"]);
+        // Past the floor nothing more is taken, and no alert repeats.
+        let a = acct.adjust(-300, POLICY, now());
+        assert_eq!((a.applied, acct.balance), (0, 0));
+        assert!(a.events.is_empty());
+        let floor = CreditPolicy {
+            floor: -100,
+            ..POLICY
+        };
+        let a = acct.adjust(-300, floor, now());
+        assert_eq!((a.applied, acct.balance), (-100, -100));
+        assert_eq!(acct.adjusted, -100);
+        // A grant above the low line re-arms both alerts.
+        acct.adjust(1_000, POLICY, now());
+        assert!(!acct.low_alerted && !acct.depleted_alerted);
     }
 }

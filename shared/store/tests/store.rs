@@ -895,6 +895,8 @@ async fn credit_purchase_once_and_draw_down_never_below_the_floor() {
             id: "cs_pack_1".into(),
             amount: 1_000,
             at,
+            requested: None,
+            note: None,
         }),
         Write::AdjustCredit {
             consumer_id: c.clone(),
@@ -925,6 +927,8 @@ async fn credit_purchase_once_and_draw_down_never_below_the_floor() {
                         id: format!("batch-{i}"),
                         amount: -50,
                         at: at + Duration::minutes(i + 1),
+                        requested: None,
+                        note: None,
                     }),
                     Write::AdjustCredit {
                         consumer_id: c,

@@ -40,6 +40,8 @@ subcommands! {
         Catalog(catalog),
         /// Run the whole stack on this machine (DynamoDB Local, Stripe emulator, every function on one port).
         Local(local),
+        /// Grant or take back a consumer's prepaid credit (operator adjustments).
+        Credit(credit),
     }
 }
 

@@ -120,6 +120,13 @@ pub struct CreditMovement {
     /// Positive adds credit, negative draws it down.
     pub amount: MinorUnits,
     pub at: Timestamp,
+    /// What was asked, when the floor may have limited `amount` (an operator's deduction):
+    /// a retry with the same id must ask the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested: Option<MinorUnits>,
+    /// Why (an operator's adjustment: their words, for the audit trail).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// One page of a long listing; pass `next` back to continue.

@@ -40,6 +40,12 @@ pub const STRIPE_SECRET_KEY: &str = "sk_test_tollgate_local";
 /// The EventBridge bus name the functions publish to (the capture accepts any).
 pub const EVENT_BUS_NAME: &str = "tollgate-local";
 
+/// The functions' defaults (CREDIT_OVERDRAFT_FLOOR 0, CREDIT_LOW_THRESHOLD 200).
+const CREDIT_POLICY: CreditPolicy = CreditPolicy {
+    floor: 0,
+    low_threshold: 200,
+};
+
 #[derive(Debug, Clone)]
 pub struct StackOptions {
     /// 0 picks a free port.
@@ -235,12 +241,9 @@ impl LocalStack {
             catalog: catalog.clone(),
             portal_secret: Secret::from_value("PORTAL_SECRET", portal_secret.clone()),
             return_url_allowlist: vec![format!("{base_url}/portal")],
+            credit_policy: CREDIT_POLICY,
         };
-        // The functions' defaults (CREDIT_OVERDRAFT_FLOOR 0, CREDIT_LOW_THRESHOLD 200).
-        let credit_policy = CreditPolicy {
-            floor: 0,
-            low_threshold: 200,
-        };
+        let credit_policy = CREDIT_POLICY;
         let webhook = Webhook {
             store: Arc::new(store.clone()),
             payments: payments.clone(),
