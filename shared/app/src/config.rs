@@ -10,8 +10,10 @@ use tokio::sync::OnceCell;
 use tollgate_domain::Catalog;
 
 /// The catalog compiled into every function: catalog as code, no file to ship, no I/O at init.
-/// `TOLLGATE_CATALOG` (a path) overrides it, for the local stack and tests.
-pub const EMBEDDED_CATALOG: &str = include_str!("../../../examples/catalog.json");
+/// It is the provider's `catalog.json` at the repository root (or `TOLLGATE_CATALOG_FILE` at
+/// build time, see `build.rs`); `examples/catalog.json` is the demo's. `TOLLGATE_CATALOG` (a
+/// path) overrides it at run time, for the local stack and tests.
+pub const EMBEDDED_CATALOG: &str = include_str!(concat!(env!("OUT_DIR"), "/catalog.json"));
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -208,6 +210,15 @@ mod tests {
     fn embedded_catalog_parses() {
         let c = parse_catalog(EMBEDDED_CATALOG, "embedded").unwrap();
         assert!(c.product("free").is_some());
+    }
+
+    #[test]
+    fn the_deployed_catalog_is_the_providers_file_not_the_example() {
+        // Built without TOLLGATE_CATALOG_FILE (as CI builds): the repository's catalog.json.
+        if std::env::var_os("TOLLGATE_CATALOG_FILE").is_none() {
+            let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../catalog.json");
+            assert_eq!(EMBEDDED_CATALOG, std::fs::read_to_string(root).unwrap());
+        }
     }
 
     #[tokio::test]
