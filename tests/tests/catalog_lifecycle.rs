@@ -4,6 +4,7 @@
 
 use serde_json::{Value, json};
 use tollgate_local::{LocalStack, StackOptions};
+use tollgate_stripe_emulator::Card;
 
 struct Client {
     http: reqwest::Client,
@@ -65,8 +66,7 @@ impl Client {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_operator_grant_lifts_the_402_and_a_deduction_restores_it_each_once() {
+async fn start() -> (LocalStack, Client) {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .unwrap()
@@ -81,6 +81,68 @@ async fn an_operator_grant_lifts_the_402_and_a_deduction_restores_it_each_once()
         portal: stack.info.portal_secret.clone(),
         gateway: stack.info.gateway_secret.clone(),
     };
+    (stack, c)
+}
+
+/// A licensed price tiered on the seat count: Stripe's invoice (the emulator's independent
+/// arithmetic) equals tollgate's quote, graduated as Stripe documents it — 12 seats of
+/// "first 10 for $100 flat, then $8 a seat" are $100 + 2 × $8 = $116.00.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_twelve_seat_tiered_subscription_is_invoiced_as_the_tiers_say() {
+    let (stack, c) = start().await;
+    let checkout = |name: &str, seats: u32| {
+        json!({
+            "consumer_id": "hal", "product_id": "team-tiers", "subscription_name": name,
+            "seats": seats,
+            "success_url": format!("{}/portal/ok", stack.info.base_url),
+            "cancel_url": format!("{}/portal/no", stack.info.base_url),
+        })
+    };
+    let (s, session) = c
+        .portal(
+            reqwest::Method::POST,
+            "/checkout/sessions",
+            Some(checkout("team", 12)),
+        )
+        .await;
+    assert_eq!(s, 201, "{session}");
+    let paid = stack
+        .emulator()
+        .complete_checkout(session["id"].as_str().unwrap(), Card::Good)
+        .expect("the card pays");
+    let sub = stack
+        .emulator()
+        .object(paid["subscription"].as_str().expect("a subscription"))
+        .unwrap();
+    let invoice = stack
+        .emulator()
+        .object(sub["latest_invoice"].as_str().expect("its first invoice"))
+        .unwrap();
+    assert_eq!(invoice["total"], 11_600, "{invoice}");
+    let quote = tollgate_domain::pricing::quote_product(
+        &tollgate_domain::Catalog::from_json(tollgate_app::config::EMBEDDED_CATALOG).unwrap(),
+        "team-tiers",
+        &tollgate_domain::pricing::QuoteRequest {
+            seats: Some(12),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(quote.total, 11_600);
+    // Out of the price's seat range: refused before Stripe, naming the field.
+    let (s, e) = c
+        .portal(
+            reqwest::Method::POST,
+            "/checkout/sessions",
+            Some(checkout("big", 51)),
+        )
+        .await;
+    assert_eq!((s, &e["error"]["field"]), (400, &json!("seats")), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_grant_lifts_the_402_and_a_deduction_restores_it_each_once() {
+    let (stack, c) = start().await;
 
     // A prepaid subscription with no credit yet: active, but the gateway answers 402.
     let (s, sub) = c

@@ -176,6 +176,18 @@ pub enum PriceComponent {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         max_seats: Option<u32>,
     },
+    /// Recurring licensed price on the seat count, in tiers (Stripe: a licensed Price with
+    /// `billing_scheme=tiered`, quantity = seats; docs.stripe.com/products-prices/pricing-models#tiered-pricing),
+    /// e.g. graduated 1–10 seats for a $100 flat amount, then $8 a seat up to 50.
+    TieredPerSeat {
+        key: PriceKey,
+        mode: TierMode,
+        tiers: Vec<Tier>,
+        #[serde(default = "one")]
+        min_seats: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_seats: Option<u32>,
+    },
     /// Metered price per unit of a meter, optionally sold in packages of N units.
     PerUnit {
         key: PriceKey,
@@ -210,13 +222,32 @@ impl PriceComponent {
     pub fn is_licensed(&self) -> bool {
         matches!(
             self,
-            PriceComponent::Flat { .. } | PriceComponent::PerSeat { .. }
+            PriceComponent::Flat { .. }
+                | PriceComponent::PerSeat { .. }
+                | PriceComponent::TieredPerSeat { .. }
         )
+    }
+    /// `(min_seats, max_seats)` of a price on the seat count (quantity = seats).
+    pub fn seat_bounds(&self) -> Option<(u32, Option<u32>)> {
+        match self {
+            PriceComponent::PerSeat {
+                min_seats,
+                max_seats,
+                ..
+            }
+            | PriceComponent::TieredPerSeat {
+                min_seats,
+                max_seats,
+                ..
+            } => Some((*min_seats, *max_seats)),
+            _ => None,
+        }
     }
     pub fn key(&self) -> &PriceKey {
         match self {
             PriceComponent::Flat { key, .. }
             | PriceComponent::PerSeat { key, .. }
+            | PriceComponent::TieredPerSeat { key, .. }
             | PriceComponent::PerUnit { key, .. }
             | PriceComponent::Tiered { key, .. }
             | PriceComponent::OneTime { key, .. } => key,

@@ -219,26 +219,36 @@ pub fn price_metered(component: &PriceComponent, units: u64) -> Result<MeteredPr
         }
         PriceComponent::Tiered {
             key, mode, tiers, ..
-        } => {
-            let tiers = match mode {
-                TierMode::Graduated => graduated(key, tiers, units)?,
-                TierMode::Volume => volume(key, tiers, units)?,
-            };
-            let mut exact = ExactAmount::ZERO;
-            for t in &tiers {
-                exact = exact.plus(t.amount)?;
-            }
-            Ok(MeteredPrice {
-                quantity: units,
-                exact,
-                tiers,
-            })
-        }
+        } => price_tiers(key, *mode, tiers, units),
         other => Err(PricingError::InvalidPrice {
             key: other.key().clone(),
             reason: "is not a metered price".into(),
         }),
     }
+}
+
+/// `quantity` priced on `tiers` (rules 2–3): the metered quantity of a tiered metered price, or
+/// the seats of a tiered licensed price — Stripe applies the same tier arithmetic to both
+/// (docs.stripe.com/products-prices/pricing-models#tiered-pricing).
+fn price_tiers(
+    key: &PriceKey,
+    mode: TierMode,
+    tiers: &[Tier],
+    quantity: u64,
+) -> Result<MeteredPrice, PricingError> {
+    let tiers = match mode {
+        TierMode::Graduated => graduated(key, tiers, quantity)?,
+        TierMode::Volume => volume(key, tiers, quantity)?,
+    };
+    let mut exact = ExactAmount::ZERO;
+    for t in &tiers {
+        exact = exact.plus(t.amount)?;
+    }
+    Ok(MeteredPrice {
+        quantity,
+        exact,
+        tiers,
+    })
 }
 
 /// [`price_metered`] rounded to the invoice line amount.
@@ -407,12 +417,7 @@ pub fn quote(
         return Err(PricingError::UnknownMeter(m.to_string()));
     }
     let used = |m: &MeterId| req.usage.get(m).copied().unwrap_or(0);
-    if req.seats.is_some()
-        && !product
-            .prices
-            .iter()
-            .any(|p| matches!(p, PriceComponent::PerSeat { .. }))
-    {
+    if req.seats.is_some() && !product.prices.iter().any(|p| p.seat_bounds().is_some()) {
         return Err(PricingError::NoSeatPrice(product.id.clone()));
     }
     let mut lines = Vec::new();
@@ -431,35 +436,20 @@ pub fn quote(
                 tiers: Vec::new(),
                 amount: *amount,
             },
-            PriceComponent::PerSeat {
-                unit_amount,
-                min_seats,
-                max_seats,
-                ..
-            } => {
-                let seats = req.seats.unwrap_or(*min_seats);
-                let max = max_seats.unwrap_or(u32::MAX);
-                if seats < *min_seats || seats > max {
-                    return Err(PricingError::SeatsOutOfRange {
-                        key,
-                        seats,
-                        min: *min_seats,
-                        max,
-                    });
-                }
-                let exact = ExactAmount::from_minor(*unit_amount).times(u64::from(seats))?;
-                QuoteLine {
-                    key,
-                    lookup_key,
-                    billing: Billing::Licensed,
-                    meter: None,
-                    usage: None,
-                    quantity: u64::from(seats),
-                    exact,
-                    tiers: Vec::new(),
-                    amount: exact.round()?,
-                }
+            PriceComponent::PerSeat { unit_amount, .. } => {
+                seat_line(component, lookup_key, req.seats, |seats| {
+                    Ok(MeteredPrice {
+                        quantity: seats,
+                        exact: ExactAmount::from_minor(*unit_amount).times(seats)?,
+                        tiers: Vec::new(),
+                    })
+                })?
             }
+            PriceComponent::TieredPerSeat {
+                key, mode, tiers, ..
+            } => seat_line(component, lookup_key, req.seats, |seats| {
+                price_tiers(key, *mode, tiers, seats)
+            })?,
             PriceComponent::OneTime { amount, .. } => {
                 if !req.include_one_time {
                     continue;
@@ -514,6 +504,40 @@ pub fn quote(
         lines,
         total,
         quota,
+    })
+}
+
+/// The licensed line of a price on the seat count: `seats` (default the minimum) checked
+/// against the bounds, then priced by `price`.
+fn seat_line(
+    component: &PriceComponent,
+    lookup_key: String,
+    seats: Option<u32>,
+    price: impl FnOnce(u64) -> Result<MeteredPrice, PricingError>,
+) -> Result<QuoteLine, PricingError> {
+    let key = component.key().clone();
+    let (min, max) = component.seat_bounds().unwrap_or((1, None));
+    let seats = seats.unwrap_or(min);
+    let max = max.unwrap_or(u32::MAX);
+    if seats < min || seats > max {
+        return Err(PricingError::SeatsOutOfRange {
+            key,
+            seats,
+            min,
+            max,
+        });
+    }
+    let priced = price(u64::from(seats))?;
+    Ok(QuoteLine {
+        key,
+        lookup_key,
+        billing: Billing::Licensed,
+        meter: None,
+        usage: None,
+        quantity: priced.quantity,
+        amount: priced.amount()?,
+        exact: priced.exact,
+        tiers: priced.tiers,
     })
 }
 

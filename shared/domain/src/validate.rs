@@ -558,13 +558,15 @@ fn product(v: &mut Errors, c: &Catalog, p: &Product, at: &str, sells_credit: boo
             PriceComponent::Flat { amount, .. } | PriceComponent::OneTime { amount, .. } => {
                 v.amount(format!("{pat}.amount"), *amount);
             }
-            PriceComponent::PerSeat {
-                unit_amount,
-                min_seats,
-                max_seats,
-                ..
-            } => {
-                v.amount(format!("{pat}.unit_amount"), *unit_amount);
+            PriceComponent::PerSeat { .. } | PriceComponent::TieredPerSeat { .. } => {
+                if let PriceComponent::TieredPerSeat { tiers, .. } = price {
+                    tiered(v, &pat, tiers);
+                }
+                if let PriceComponent::PerSeat { unit_amount, .. } = price {
+                    v.amount(format!("{pat}.unit_amount"), *unit_amount);
+                }
+                let (min_seats, max_seats) = price.seat_bounds().unwrap_or((1, None));
+                let (min_seats, max_seats) = (&min_seats, &max_seats);
                 if *min_seats == 0 {
                     v.push(format!("{pat}.min_seats"), "must be at least 1");
                 }

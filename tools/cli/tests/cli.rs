@@ -117,7 +117,7 @@ fn quote_errors_go_to_stderr_with_exit_code_2() {
 fn catalog_validate_accepts_the_example() {
     let out = tollgate(&["catalog", "validate", &example()]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("valid (17 products, 2 meters)"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("valid (18 products, 2 meters)"));
 }
 
 #[test]

@@ -245,6 +245,11 @@ pub fn checkout_line_items(
                 min_seats,
                 max_seats,
                 ..
+            }
+            | PriceComponent::TieredPerSeat {
+                min_seats,
+                max_seats,
+                ..
             } => {
                 let n = seats.ok_or(CheckoutError::SeatsRequired)?;
                 let max = max_seats.unwrap_or(u32::MAX);

@@ -343,3 +343,87 @@ pub fn tiered(mode: TierMode, tiers: Vec<Tier>) -> PriceComponent {
         tiers,
     }
 }
+
+/// Licensed tiers on the seat count (Stripe: tiered licensed price, quantity = seats): the
+/// same arithmetic as metered tiers, graduated or volume, with each tier's flat amount.
+#[test]
+fn tiered_seats_graduated_and_volume() {
+    let seats = |product: &str, n: u32| {
+        quote_product(
+            &super::example(),
+            product,
+            &QuoteRequest {
+                seats: Some(n),
+                ..Default::default()
+            },
+        )
+    };
+    // team-tiers: 1–10 seats $100 flat, then $8 a seat, at most 50.
+    for (n, want) in [
+        (1, 10_000),
+        (10, 10_000),
+        (11, 10_800),
+        (12, 11_600),
+        (50, 42_000),
+    ] {
+        let q = seats("team-tiers", n).unwrap();
+        assert_eq!(q.total, want, "{n} seats");
+        assert_eq!(q.lines[0].billing, Billing::Licensed);
+        assert_eq!(q.lines[0].quantity, u64::from(n));
+    }
+    assert_eq!(seats("team-tiers", 12).unwrap().lines[0].tiers.len(), 2);
+    assert!(matches!(
+        seats("team-tiers", 51),
+        Err(PricingError::SeatsOutOfRange {
+            seats: 51,
+            max: 50,
+            ..
+        })
+    ));
+    assert_eq!(seats("team-tiers", 0).map(|q| q.total).ok(), None);
+    // Volume: every seat at the rate of the tier the count falls in.
+    let mut catalog = super::example();
+    let product = catalog
+        .products
+        .iter_mut()
+        .find(|p| p.id.as_str() == "team-tiers")
+        .unwrap();
+    product.prices[0] = PriceComponent::TieredPerSeat {
+        key: PriceKey::parse("seats").unwrap(),
+        mode: TierMode::Volume,
+        tiers: vec![
+            Tier {
+                up_to: Some(10),
+                flat_amount: None,
+                unit: UnitPrice {
+                    unit_amount: Some(1_000),
+                    unit_amount_decimal: None,
+                },
+            },
+            Tier {
+                up_to: None,
+                flat_amount: Some(500),
+                unit: UnitPrice {
+                    unit_amount: Some(800),
+                    unit_amount_decimal: None,
+                },
+            },
+        ],
+        min_seats: 1,
+        max_seats: None,
+    };
+    let volume = |n: u32| {
+        quote_product(
+            &catalog,
+            "team-tiers",
+            &QuoteRequest {
+                seats: Some(n),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+        .total
+    };
+    assert_eq!(volume(10), 10_000);
+    assert_eq!(volume(12), 500 + 12 * 800);
+}

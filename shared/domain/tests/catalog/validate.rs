@@ -54,7 +54,7 @@ fn assert_has(errors: &[String], expected: &str) {
 #[test]
 fn example_catalog_is_valid() {
     let c = super::example();
-    assert_eq!(c.products.len(), 17);
+    assert_eq!(c.products.len(), 18);
     assert!(c.validate().is_ok());
 }
 
@@ -476,5 +476,31 @@ fn a_successor_belongs_to_a_retired_product_and_must_be_able_to_take_its_subscri
     assert_has(
         &errors_after(|v| set(v, "/products/4/status", json!("gone"))),
         "products[4].status: unknown variant `gone`",
+    );
+}
+
+#[test]
+fn tiered_seat_prices_follow_the_tier_and_seat_rules() {
+    let last = |v: &Value| v["products"].as_array().unwrap().len() - 1;
+    let e = errors_after(|v| {
+        let i = last(v);
+        set(
+            v,
+            &format!("/products/{i}/prices/0/tiers/1/up_to"),
+            json!(5),
+        );
+    });
+    assert!(
+        e.iter().any(|e| e.contains(".prices[0].tiers[1].up_to")),
+        "{e:?}"
+    );
+    let e = errors_after(|v| {
+        let i = last(v);
+        set(v, &format!("/products/{i}/prices/0/min_seats"), json!(0));
+    });
+    assert!(
+        e.iter()
+            .any(|e| e.contains(".prices[0].min_seats: must be at least 1")),
+        "{e:?}"
     );
 }

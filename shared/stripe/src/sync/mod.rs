@@ -12,7 +12,7 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use tollgate_domain::StripeId;
-use tollgate_domain::catalog::{Catalog, PriceComponent, Product, UnitPrice};
+use tollgate_domain::catalog::{Catalog, PriceComponent, Product, Tier, UnitPrice};
 use tollgate_domain::ports::{
     CatalogSync, METER_CUSTOMER_KEY, METER_VALUE_KEY, MeterSpec, ObservedCatalog, PaymentsError,
     PriceScheme, PriceSpec, ProductSpec, RecurringSpec, SyncAction, TierSpec, UsageType,
@@ -162,26 +162,20 @@ fn price_spec(
         ),
         PriceComponent::Tiered {
             meter, mode, tiers, ..
-        } => {
-            let tiers = tiers
-                .iter()
-                .enumerate()
-                .map(|(ti, t)| {
-                    Ok(TierSpec {
-                        up_to: t.up_to,
-                        flat_amount: Decimal::from(t.flat_amount.unwrap_or(0)),
-                        unit_amount: match (t.unit.unit_amount, t.unit.unit_amount_decimal) {
-                            (None, None) => Decimal::ZERO,
-                            _ => unit_decimal(&t.unit, &format!("{path}.tiers[{ti}]"))?,
-                        },
-                    })
-                })
-                .collect::<Result<Vec<_>, PlanError>>()?;
-            (
-                Some(recurring(metered(meter)?)?),
-                PriceScheme::Tiered { mode: *mode, tiers },
-            )
-        }
+        } => (
+            Some(recurring(metered(meter)?)?),
+            PriceScheme::Tiered {
+                mode: *mode,
+                tiers: tier_specs(tiers, path)?,
+            },
+        ),
+        PriceComponent::TieredPerSeat { mode, tiers, .. } => (
+            Some(recurring(UsageType::Licensed)?),
+            PriceScheme::Tiered {
+                mode: *mode,
+                tiers: tier_specs(tiers, path)?,
+            },
+        ),
     };
     Ok(Some(PriceSpec {
         lookup_key: lookup_key(&product.id, component.key()),
@@ -190,6 +184,24 @@ fn price_spec(
         recurring,
         scheme,
     }))
+}
+
+/// A catalog's tiers as Stripe's `tiers[]` (a tier without a unit price charges 0 per unit).
+fn tier_specs(tiers: &[Tier], path: &str) -> Result<Vec<TierSpec>, PlanError> {
+    tiers
+        .iter()
+        .enumerate()
+        .map(|(ti, t)| {
+            Ok(TierSpec {
+                up_to: t.up_to,
+                flat_amount: Decimal::from(t.flat_amount.unwrap_or(0)),
+                unit_amount: match (t.unit.unit_amount, t.unit.unit_amount_decimal) {
+                    (None, None) => Decimal::ZERO,
+                    _ => unit_decimal(&t.unit, &format!("{path}.tiers[{ti}]"))?,
+                },
+            })
+        })
+        .collect()
 }
 
 /// The writes that make Stripe hold `desired`, in dependency order (meters, products, prices).
