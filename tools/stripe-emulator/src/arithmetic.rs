@@ -233,6 +233,31 @@ mod tests {
         assert_eq!(down.amount(19), 100);
     }
 
+    /// A graduated price is one invoice line, rounded once (Stripe: "Rounding occurs on the line
+    /// item level of your invoices", https://docs.stripe.com/billing/subscriptions/decimal-amounts):
+    /// 3 × 0.2 + 2 × 0.3 = 1.2 → 1¢, not 0.6 → 1 plus 0.6 → 1 = 2¢ per tier line. The twin of
+    /// tollgate's `graduated_price_is_one_invoice_line_rounded_once`.
+    #[test]
+    fn graduated_price_is_one_line_rounded_once() {
+        let s = Scheme::Tiered {
+            mode: TiersMode::Graduated,
+            tiers: vec![
+                Tier {
+                    up_to: Some(3),
+                    unit_amount: dec!(0.2),
+                    flat_amount: dec!(0),
+                },
+                Tier {
+                    up_to: None,
+                    unit_amount: dec!(0.3),
+                    flat_amount: dec!(0),
+                },
+            ],
+        };
+        assert_eq!(s.exact_amount(5), dec!(1.2));
+        assert_eq!(s.amount(5), 1);
+    }
+
     #[test]
     fn decimal_unit_amount_rounds_to_nearest_minor_unit() {
         let s = Scheme::PerUnit {

@@ -49,9 +49,17 @@ impl ApiError {
         self
     }
 
+    /// `resource_missing`. Stripe answers 404 when the object is named in the URL path
+    /// (`param` = `id`) and 400 when it is referenced by a request parameter such as
+    /// `line_items[0][price]` (https://docs.stripe.com/error-codes#resource-missing, "The ID
+    /// provided is not valid… the resource doesn't exist").
     pub fn no_such(kind: &str, id: &str, param: &str) -> Self {
         Self {
-            status: StatusCode::NOT_FOUND,
+            status: if param == "id" {
+                StatusCode::NOT_FOUND
+            } else {
+                StatusCode::BAD_REQUEST
+            },
             kind: "invalid_request_error",
             code: Some("resource_missing"),
             message: format!("No such {kind}: '{id}'"),
@@ -99,6 +107,27 @@ impl ApiError {
             kind: "invalid_request_error",
             code: None,
             message: "You did not provide an API key.".into(),
+            param: None,
+        }
+    }
+
+    /// Stripe's 401 for a key it does not know: the key is shown masked, and there is no code
+    /// (https://docs.stripe.com/error-codes, "Invalid API Key provided").
+    pub fn invalid_api_key(key: &str) -> Self {
+        let shown: String = key.chars().take(8).collect();
+        let tail: String = key
+            .chars()
+            .rev()
+            .take(4)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        Self {
+            status: StatusCode::UNAUTHORIZED,
+            kind: "invalid_request_error",
+            code: None,
+            message: format!("Invalid API Key provided: {shown}********{tail}"),
             param: None,
         }
     }

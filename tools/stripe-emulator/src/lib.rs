@@ -39,7 +39,7 @@ use serde_json::Value;
 
 pub use error::ApiError;
 pub use objects::API_VERSION;
-pub use state::{AfterRetries, BillingConfig, Card, Fault, RequestRecord};
+pub use state::{AfterRetries, BillingConfig, Card, Fault, MeterErrorReport, RequestRecord};
 pub use webhooks::{Delivery, WebhookConfig, signature_header};
 
 use server::{App, Shared};
@@ -53,6 +53,10 @@ pub struct EmulatorConfig {
     pub start_time: Option<i64>,
     pub webhook: WebhookConfig,
     pub billing: BillingConfig,
+    /// `TYPE.FIELD` (e.g. `invoice.account_country`): a deliberate fault that removes that
+    /// field from every object of that type in API responses, so the conformance suite can show
+    /// that it catches a missing field. Never set outside that test.
+    pub drop_field: Option<String>,
 }
 
 pub struct Emulator;
@@ -87,6 +91,7 @@ impl Emulator {
             session_trial_days: HashMap::new(),
             item_owner: HashMap::new(),
             meter_events: vec![],
+            meter_error_reports: vec![],
             identifiers: HashMap::new(),
             cards: HashMap::new(),
             sub_clocks: HashMap::new(),
@@ -102,6 +107,11 @@ impl Emulator {
         let app: App = Arc::new(Shared {
             state: Mutex::new(state),
             dispatcher: dispatcher.clone(),
+            drop_field: config
+                .drop_field
+                .as_deref()
+                .and_then(|f| f.rsplit_once('.'))
+                .map(|(t, f)| (t.to_string(), f.to_string())),
         });
         let delivery = tokio::spawn(dispatcher.run(rx));
         let router = server::router(app.clone());
@@ -254,6 +264,11 @@ impl RunningEmulator {
 
     pub fn clear_request_log(&self) {
         self.state().requests.clear();
+    }
+
+    /// Meter events accepted but not billable, as Stripe reports them asynchronously.
+    pub fn meter_error_reports(&self) -> Vec<MeterErrorReport> {
+        self.state().meter_error_reports.clone()
     }
 
     pub fn webhook_deliveries(&self) -> Vec<Delivery> {

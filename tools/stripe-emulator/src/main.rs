@@ -19,6 +19,10 @@ struct Args {
         default_value = "whsec_emulator"
     )]
     webhook_secret: String,
+    /// Test fault for the conformance suite's self-test: `TYPE.FIELD` is removed from every
+    /// object of that type in API responses.
+    #[arg(long, env = "STRIPE_EMULATOR_DROP_FIELD")]
+    drop_field: Option<String>,
 }
 
 #[tokio::main]
@@ -35,6 +39,7 @@ async fn main() -> std::io::Result<()> {
     let emulator = Emulator::start(EmulatorConfig {
         port: args.port,
         webhook,
+        drop_field: args.drop_field,
         ..EmulatorConfig::default()
     })
     .await?;

@@ -315,6 +315,9 @@ pub fn invoice_line(l: LineInit<'_>) -> Value {
         "quantity": l.quantity,
         "quantity_decimal": l.quantity.to_string(),
         "subtotal": l.amount,
+        // the line's subscription, as in Stripe's invoice line item object
+        // (https://docs.stripe.com/api/invoice-line-item/object#invoice_line_item_object-subscription)
+        "subscription": l.subscription,
         "taxes": []
     })
 }

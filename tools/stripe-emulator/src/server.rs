@@ -19,10 +19,58 @@ use crate::webhooks::Dispatcher;
 
 /// Stripe keeps idempotent results for at least 24 hours.
 const IDEMPOTENCY_WINDOW_SECS: i64 = 24 * 3600;
+/// Stripe's limit on an `Idempotency-Key` (https://docs.stripe.com/api/idempotent_requests).
+const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+
+/// The API key of a request: `Authorization: Bearer KEY`, or HTTP Basic with the key as the
+/// user name (`curl -u KEY:`), the two forms https://docs.stripe.com/api/authentication shows.
+fn api_key(headers: &HeaderMap) -> Option<String> {
+    use base64::Engine;
+    let v = headers.get("authorization")?.to_str().ok()?;
+    if let Some(k) = v.strip_prefix("Bearer ") {
+        return Some(k.trim().to_string()).filter(|k| !k.is_empty());
+    }
+    let raw = v.strip_prefix("Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(raw.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let user = text.split(':').next().unwrap_or_default().to_string();
+    Some(user).filter(|k| !k.is_empty())
+}
+
+/// Stripe's secret (`sk_`) and restricted (`rk_`) keys, test or live mode:
+/// `sk_test_…`, `sk_live_…`, `rk_test_…`, `rk_live_…` (https://docs.stripe.com/keys).
+fn valid_key_format(key: &str) -> bool {
+    ["sk_test_", "sk_live_", "rk_test_", "rk_live_"]
+        .iter()
+        .any(|p| {
+            key.strip_prefix(p).is_some_and(|rest| {
+                !rest.is_empty() && rest.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            })
+        })
+}
 
 pub struct Shared {
     pub state: Mutex<State>,
     pub dispatcher: Dispatcher,
+    /// (object type, field) removed from responses: the conformance suite's self-test fault.
+    pub drop_field: Option<(String, String)>,
+}
+
+fn drop_field(v: &mut Value, kind: &str, field: &str) {
+    match v {
+        Value::Object(m) => {
+            if m.get("object").and_then(Value::as_str) == Some(kind) {
+                m.remove(field);
+            }
+            for x in m.values_mut() {
+                drop_field(x, kind, field);
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(|x| drop_field(x, kind, field)),
+        _ => {}
+    }
 }
 
 pub type App = Arc<Shared>;
@@ -41,6 +89,7 @@ pub fn router(app: App) -> Router {
             post(control_webhook_behavior),
         )
         .route("/_emulator/webhooks", get(control_deliveries))
+        .route("/_emulator/meter_error_reports", get(control_meter_errors))
         .route("/_emulator/webhooks/wait_idle", post(control_wait_idle))
         .route(
             "/_emulator/checkout/{id}/complete",
@@ -108,6 +157,10 @@ async fn v1(
     record.status = status.as_u16();
     st.requests.push(record.clone());
     drop(st);
+    let mut body = body;
+    if let Some((kind, field)) = &app.drop_field {
+        drop_field(&mut body, kind, field);
+    }
 
     let mut resp = json_response(status, &body);
     let h = resp.headers_mut();
@@ -147,12 +200,25 @@ fn handle(
     if !path.starts_with("/v1/") {
         return err(ApiError::unrecognized_url(method.as_str(), path));
     }
-    let authed = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| (v.starts_with("Bearer ") && v.len() > 7) || v.starts_with("Basic "));
-    if !authed {
-        return err(ApiError::unauthenticated());
+    // Stripe answers 401 with no key and with a key that is not one of its secret or restricted
+    // keys (https://docs.stripe.com/keys, https://docs.stripe.com/api/authentication).
+    match api_key(headers) {
+        None => return err(ApiError::unauthenticated()),
+        Some(k) if !valid_key_format(&k) => return err(ApiError::invalid_api_key(&k)),
+        Some(_) => {}
+    }
+    // "Keys can be up to 255 characters long" (https://docs.stripe.com/api/idempotent_requests).
+    if let Some(k) = key
+        && k.len() > MAX_IDEMPOTENCY_KEY_LEN
+    {
+        return err(ApiError::invalid(
+            "Idempotency-Key",
+            format!(
+                "Idempotency-Key must be at most {MAX_IDEMPOTENCY_KEY_LEN} characters long, \
+                 got {}.",
+                k.len()
+            ),
+        ));
     }
     // Injected faults stand for failures before the endpoint runs (rate limiter, load
     // balancer), so, as at Stripe, no idempotent result is saved and a retry can succeed.
@@ -324,6 +390,11 @@ async fn control_webhook_behavior(
 async fn control_deliveries(AxState(app): AxState<App>) -> Response {
     let log = app.dispatcher.log.lock().expect("log").clone();
     json_response(StatusCode::OK, &json!({"deliveries": log}))
+}
+
+async fn control_meter_errors(AxState(app): AxState<App>) -> Response {
+    let st = app.state.lock().expect("state");
+    json_response(StatusCode::OK, &json!({"reports": st.meter_error_reports}))
 }
 
 async fn control_wait_idle(AxState(app): AxState<App>) -> Response {

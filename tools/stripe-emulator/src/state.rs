@@ -111,6 +111,20 @@ pub struct StoredMeterEvent {
     pub created: i64,
 }
 
+/// A meter event Stripe accepted and then could not bill: what its
+/// `v1.billing.meter.error_report_triggered` event reports (`code` is one of Stripe's
+/// `error_types[].code` values, e.g. `meter_event_customer_not_found`, `archived_meter`).
+#[derive(Debug, Clone, Serialize)]
+pub struct MeterErrorReport {
+    pub code: String,
+    pub message: String,
+    pub identifier: String,
+    pub event_name: String,
+    pub meter: Option<String>,
+    /// Emulator clock.
+    pub at: i64,
+}
+
 /// Billing bookkeeping Stripe keeps but does not expose on the object.
 #[derive(Debug, Clone)]
 pub struct SubClock {
@@ -198,6 +212,7 @@ pub struct State {
     pub session_trial_days: HashMap<String, u64>,
     pub item_owner: HashMap<String, String>,
     pub meter_events: Vec<StoredMeterEvent>,
+    pub meter_error_reports: Vec<MeterErrorReport>,
     pub identifiers: HashMap<String, i64>,
     pub cards: HashMap<String, Card>,
     pub sub_clocks: HashMap<String, SubClock>,
@@ -237,21 +252,38 @@ impl State {
         }
     }
 
-    /// Finds any object by its id prefix, for `expand[]`.
+    /// Finds any object by its id, for `expand[]`: by id prefix first, then in every table,
+    /// since products may carry a caller-chosen id (`tg_prod_…`), as Stripe allows
+    /// (https://docs.stripe.com/api/products/create#create_product-id).
     pub fn lookup(&self, id: &str) -> Option<Value> {
-        let table = match id.split('_').next()? {
-            "cus" => &self.customers,
-            "prod" => &self.products,
-            "price" => &self.prices,
-            "sub" => &self.subscriptions,
-            "in" => &self.invoices,
-            "cs" => &self.sessions,
-            "mtr" => &self.meters,
-            "cbtxn" => &self.balance_txns,
+        let by_prefix = match id.split('_').next()? {
+            "cus" => Some(&self.customers),
+            "prod" => Some(&self.products),
+            "price" => Some(&self.prices),
+            "sub" => Some(&self.subscriptions),
+            "in" => Some(&self.invoices),
+            "cs" => Some(&self.sessions),
+            "mtr" => Some(&self.meters),
+            "cbtxn" => Some(&self.balance_txns),
             "si" => return self.subscription_item(id),
-            _ => return None,
+            _ => None,
         };
-        let v = table.get(id)?.clone();
+        let v = match by_prefix.and_then(|t| t.get(id)) {
+            Some(v) => v.clone(),
+            None => [
+                &self.products,
+                &self.customers,
+                &self.prices,
+                &self.subscriptions,
+                &self.invoices,
+                &self.sessions,
+                &self.meters,
+                &self.balance_txns,
+            ]
+            .iter()
+            .find_map(|t| t.get(id))?
+            .clone(),
+        };
         Some(if v["object"] == "price" {
             crate::objects::price_view(&v, false)
         } else {

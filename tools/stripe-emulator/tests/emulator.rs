@@ -337,18 +337,39 @@ async fn meter_events_dedupe_identifiers_and_enforce_the_timestamp_window() {
             .status,
         200
     );
-    for bad in ["1.5", "-3", "ten"] {
+    // A negative whole value is a correction and counts; a value that is not a whole number
+    // and an event for no meter are accepted and reported asynchronously, never billed.
+    assert_eq!(
+        s.meter_event("api_calls", &cus, "-3", "v--3", START)
+            .await
+            .status,
+        200
+    );
+    for bad in ["1.5", "ten"] {
         let r = s
             .meter_event("api_calls", &cus, bad, &format!("v-{bad}"), START)
             .await;
-        assert_eq!(r.status, 400, "value {bad}");
-        assert_eq!(r.body["error"]["param"], "payload[value]");
+        assert_eq!(r.status, 200, "value {bad}");
     }
     assert_eq!(
         s.meter_event("no_such_meter", &cus, "1", "id-6", START)
             .await
             .status,
-        400
+        200
+    );
+    let codes: Vec<String> = s
+        .emu
+        .meter_error_reports()
+        .into_iter()
+        .map(|r| r.code)
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            "meter_event_invalid_value",
+            "meter_event_invalid_value",
+            "no_meter"
+        ]
     );
 
     // Identifiers are unique over a rolling 24 hours only.
@@ -373,7 +394,7 @@ async fn meter_events_dedupe_identifiers_and_enforce_the_timestamp_window() {
         .await;
     assert_eq!(
         summary["data"][0]["aggregated_value"],
-        10.0 + 1.0 + 1.0 + 10.0
+        10.0 + 1.0 + 1.0 - 3.0 + 10.0
     );
 }
 

@@ -142,6 +142,40 @@ fn graduated_flat_amount_applies_once_a_tier_is_reached() {
     );
 }
 
+/// Issue 13, "Rounding of graduated prices". Stripe rounds "on the line item level of your
+/// invoices … If you have multiple line items, each will be rounded before summing up the total"
+/// (https://docs.stripe.com/billing/subscriptions/decimal-amounts, "Rounding"). A graduated
+/// price is one subscription item and tollgate (like the emulator) bills it as one line, so its
+/// exact tier sum is rounded once: 3 × 0.2 + 2 × 0.3 = 1.2 → 1¢ (2¢ if each tier were its own
+/// rounded line: 0.6 → 1 and 0.6 → 1). Stripe's docs as found do not say whether a graduated
+/// price is split into one invoice line per tier; if it is, this test and its twin in the
+/// emulator's arithmetic must change together.
+#[test]
+fn graduated_price_is_one_invoice_line_rounded_once() {
+    let sub_cent = |up_to, unit: &str| Tier {
+        up_to,
+        flat_amount: None,
+        unit: UnitPrice {
+            unit_amount: None,
+            unit_amount_decimal: Some(unit.parse().unwrap()),
+        },
+    };
+    let c = tiered(
+        TierMode::Graduated,
+        vec![sub_cent(Some(3), "0.2"), sub_cent(None, "0.3")],
+    );
+    let p = price_metered(&c, 5).unwrap();
+    assert_eq!(p.exact.to_string(), "1.2");
+    assert_eq!(
+        p.tiers
+            .iter()
+            .map(|t| t.amount.to_string())
+            .collect::<Vec<_>>(),
+        ["0.6", "0.6"]
+    );
+    assert_eq!(metered_amount(&c, 5).unwrap(), 1, "rounded once per price");
+}
+
 #[test]
 fn volume_prices_every_unit_at_the_reached_tier() {
     assert_eq!(total("volume", 0), 0);

@@ -220,6 +220,7 @@ impl LocalStack {
                     after_retries: AfterRetries::Unpaid,
                     ..BillingConfig::default()
                 },
+                drop_field: None,
             })
             .await
             .context("the Stripe emulator did not start")?,

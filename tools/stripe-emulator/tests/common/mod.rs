@@ -52,10 +52,29 @@ impl Stripe {
         body: &str,
         idempotency_key: Option<&str>,
     ) -> Resp {
+        self.send_authorized(
+            "Bearer sk_test_emulator",
+            method,
+            path,
+            body,
+            idempotency_key,
+        )
+        .await
+    }
+
+    /// `send` with the given `Authorization` header value.
+    pub async fn send_authorized(
+        &self,
+        authorization: &str,
+        method: &str,
+        path: &str,
+        body: &str,
+        idempotency_key: Option<&str>,
+    ) -> Resp {
         let mut req = http::Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.emu.base_url()))
-            .header("authorization", "Bearer sk_test_emulator")
+            .header("authorization", authorization)
             .header("content-type", "application/x-www-form-urlencoded");
         if let Some(k) = idempotency_key {
             req = req.header("idempotency-key", k);
