@@ -3,6 +3,8 @@
 //!
 //! - [`dynamo`]: DynamoDB Local started once per test process, a fresh `TollgateTable` per test.
 //! - [`eventbridge`]: a PutEvents capture server, so tests see what the real SDK client published.
+//! - [`process`]: helper processes that die with their owner, however it exits.
 
 pub mod dynamo;
 pub mod eventbridge;
+pub mod process;
