@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Lints template.yaml with cfn-lint, then with the SAM CLI's `sam validate` (the SAM
-# transform itself) and `sam validate --lint`. Both tools come from PyPI into .tools/venv on
-# first use (cfn-lint ~20 s; aws-sam-cli ~30-80 s more); TOLLGATE_SAM=0 skips the SAM CLI.
-# All of it runs offline without AWS credentials. Exit status: non-zero on any error.
+# Lints template.yaml with cfn-lint, then with checkov (security checks; every accepted finding
+# is suppressed in template.yaml with its reason, so any failure is new), then with the SAM
+# CLI's `sam validate` (the SAM transform itself) and `sam validate --lint`. The tools come from
+# PyPI into .tools/venv on first use (cfn-lint ~20 s; checkov and aws-sam-cli ~1-3 min more);
+# TOLLGATE_CHECKOV=0 skips checkov, TOLLGATE_SAM=0 the SAM CLI. All of it runs offline without
+# AWS credentials. Exit status: non-zero on any error or failed check.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -13,6 +15,10 @@ if [ ! -x "$venv/bin/cfn-lint" ]; then
     echo "installing cfn-lint into $venv" >&2
     python3 -m venv "$venv"
     "$venv/bin/pip" install --quiet --disable-pip-version-check cfn-lint
+fi
+if [ "${TOLLGATE_CHECKOV:-1}" = 1 ] && [ ! -x "$venv/bin/checkov" ]; then
+    echo "installing checkov into $venv" >&2
+    "$venv/bin/pip" install --quiet --disable-pip-version-check checkov
 fi
 if [ "${TOLLGATE_SAM:-1}" = 1 ] && [ ! -x "$venv/bin/sam" ]; then
     echo "installing aws-sam-cli into $venv" >&2
@@ -31,6 +37,18 @@ if [ $((status & 2)) -ne 0 ] || [ $((status & 1)) -ne 0 ]; then
     exit 1
 fi
 echo "cfn-lint: no errors"
+
+if [ "${TOLLGATE_CHECKOV:-1}" = 1 ]; then
+    # --skip-download: no call to Prisma Cloud (offline; no severities or guideline links).
+    echo "checkov $("$venv/bin/checkov" --version) on template.yaml"
+    if ! "$venv/bin/checkov" --file "$template" --framework cloudformation --skip-download \
+        --compact --quiet; then
+        echo "checkov: failed checks in template.yaml (fix them, or suppress an accepted one" \
+            "in the resource's Metadata.checkov.skip with a one-line reason)" >&2
+        exit 1
+    fi
+    echo "checkov: no failed checks"
+fi
 
 if [ "${TOLLGATE_SAM:-1}" = 1 ]; then
     # A region is all `sam validate` needs offline. The two modes catch different mistakes:

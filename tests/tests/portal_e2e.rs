@@ -131,14 +131,14 @@ async fn start_driver(work: &Path) -> Driver {
     );
     let port = free_port();
     let log = std::fs::File::create(work.join("chromedriver.log")).unwrap();
-    let child = Command::new(chromedriver)
-        .arg(format!("--port={port}"))
+    let mut cmd = Command::new(chromedriver);
+    cmd.arg(format!("--port={port}"))
         .arg("--allowed-ips=127.0.0.1")
         .stdout(log.try_clone().unwrap())
         .stderr(log)
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("start chromedriver");
+        .stdin(Stdio::null());
+    // Dies with this test process even if it panics or is killed.
+    let child = tollgate_testkit::process::spawn_owned(cmd).expect("start chromedriver");
     let url = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -23,6 +23,50 @@ pub enum ConfigError {
     Invalid { name: &'static str, message: String },
     #[error("secret {name}: {message}")]
     Secret { name: &'static str, message: String },
+    /// The secret is set but cannot be what it names (no `whsec_` prefix on a webhook signing
+    /// secret, no `sk_`/`rk_` on a Stripe key, empty after trimming). The message names the
+    /// expected form, never the value.
+    #[error("secret {name} is malformed: {message}")]
+    Malformed { name: &'static str, message: String },
+}
+
+/// The prefixes a secret's value must start with, by the secret's name: Stripe's secret and
+/// restricted keys are `sk_...` / `rk_...` (<https://docs.stripe.com/keys>), a webhook
+/// endpoint's signing secret is `whsec_...` (<https://docs.stripe.com/webhooks#verify-events>).
+/// Other secrets (the portal and gateway bearer secrets) have no required form.
+pub fn expected_prefixes(name: &str) -> &'static [&'static str] {
+    match name {
+        "STRIPE_SECRET_KEY" => &["sk_", "rk_"],
+        "STRIPE_WEBHOOK_SECRET" => &["whsec_"],
+        _ => &[],
+    }
+}
+
+/// A secret's value as it must be used: surrounding whitespace removed (a value pasted with a
+/// trailing newline is the common case), then checked against [`expected_prefixes`].
+///
+/// Errors: [`ConfigError::Malformed`] when nothing is left after trimming or the value lacks
+/// the expected prefix.
+pub fn clean_secret(name: &'static str, raw: &str) -> Result<SecretString, ConfigError> {
+    let value = raw.trim();
+    if value.is_empty() {
+        return Err(ConfigError::Malformed {
+            name,
+            message: "the value is empty (or only whitespace)".into(),
+        });
+    }
+    let prefixes = expected_prefixes(name);
+    if !prefixes.is_empty() && !prefixes.iter().any(|p| value.starts_with(p)) {
+        return Err(ConfigError::Malformed {
+            name,
+            message: format!(
+                "the value must start with {} ({} characters given)",
+                prefixes.join(" or "),
+                value.chars().count()
+            ),
+        });
+    }
+    Ok(SecretString::from(value.to_string()))
 }
 
 /// A secret given directly (`NAME`) or by Secrets Manager ARN (`NAME_ARN`, fetched lazily).
@@ -31,6 +75,9 @@ pub struct Secret {
     name: &'static str,
     source: SecretSource,
     cached: Arc<OnceCell<SecretString>>,
+    /// Set once a malformed value was logged, so a broken configuration is one log line per
+    /// container, not one per request.
+    reported: Arc<std::sync::atomic::AtomicBool>,
 }
 
 #[derive(Clone)]
@@ -57,6 +104,7 @@ impl Secret {
             name,
             source: SecretSource::Value(SecretString::from(value.into())),
             cached: Arc::default(),
+            reported: Arc::default(),
         }
     }
 
@@ -70,6 +118,7 @@ impl Secret {
             name,
             source,
             cached: Arc::default(),
+            reported: Arc::default(),
         }
     }
 
@@ -77,39 +126,48 @@ impl Secret {
         !matches!(self.source, SecretSource::Unset)
     }
 
-    /// The secret's value, fetched from Secrets Manager on first use and then cached for the
-    /// life of the Lambda container.
+    /// The secret's value, trimmed and checked ([`clean_secret`]), fetched from Secrets Manager
+    /// on first use and then cached for the life of the Lambda container.
+    ///
+    /// Errors: [`ConfigError::Missing`] when unset, [`ConfigError::Secret`] when Secrets Manager
+    /// cannot be read, [`ConfigError::Malformed`] when the value is not of the form its name
+    /// requires (logged at error level the first time only).
     pub async fn get(&self) -> Result<SecretString, ConfigError> {
-        match &self.source {
-            SecretSource::Value(v) => Ok(v.clone()),
+        let result = match &self.source {
+            SecretSource::Value(v) => clean_secret(self.name, v.expose_secret()),
             SecretSource::Unset => Err(ConfigError::Missing(self.name)),
-            SecretSource::SecretsManager { arn } => {
-                let v = self
-                    .cached
-                    .get_or_try_init(|| async {
-                        let sdk = load_sdk_config().await;
-                        let client = aws_sdk_secretsmanager::Client::new(&sdk);
-                        let out = client
-                            .get_secret_value()
-                            .secret_id(arn)
-                            .send()
-                            .await
-                            .map_err(|e| ConfigError::Secret {
-                                name: self.name,
-                                message: aws_sdk_secretsmanager::error::DisplayErrorContext(e)
-                                    .to_string(),
-                            })?;
-                        out.secret_string()
-                            .map(|s| SecretString::from(s.to_string()))
-                            .ok_or(ConfigError::Secret {
-                                name: self.name,
-                                message: "secret has no string value".into(),
-                            })
-                    })
-                    .await?;
-                Ok(v.clone())
-            }
+            SecretSource::SecretsManager { arn } => self
+                .cached
+                .get_or_try_init(|| async {
+                    let sdk = load_sdk_config().await;
+                    let client = aws_sdk_secretsmanager::Client::new(&sdk);
+                    let out = client
+                        .get_secret_value()
+                        .secret_id(arn)
+                        .send()
+                        .await
+                        .map_err(|e| ConfigError::Secret {
+                            name: self.name,
+                            message: aws_sdk_secretsmanager::error::DisplayErrorContext(e)
+                                .to_string(),
+                        })?;
+                    let raw = out.secret_string().ok_or(ConfigError::Secret {
+                        name: self.name,
+                        message: "secret has no string value".into(),
+                    })?;
+                    clean_secret(self.name, raw)
+                })
+                .await
+                .cloned(),
+        };
+        if let Err(e @ ConfigError::Malformed { .. }) = &result
+            && !self
+                .reported
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::error!(secret = self.name, error = %e, "configuration error");
         }
+        result
     }
 
     /// For code that needs the value as `&str` briefly.
@@ -229,8 +287,80 @@ mod tests {
             name: "X",
             source: SecretSource::Unset,
             cached: Arc::default(),
+            reported: Arc::default(),
         };
         assert!(!unset.is_set());
         assert!(matches!(unset.get().await, Err(ConfigError::Missing("X"))));
+    }
+
+    #[tokio::test]
+    async fn secrets_are_trimmed_when_read() {
+        for (name, raw, want) in [
+            ("STRIPE_WEBHOOK_SECRET", "whsec_abc\n", "whsec_abc"),
+            ("STRIPE_WEBHOOK_SECRET", "  whsec_abc\r\n", "whsec_abc"),
+            ("STRIPE_SECRET_KEY", "sk_live_x\n", "sk_live_x"),
+            ("STRIPE_SECRET_KEY", "\trk_test_y ", "rk_test_y"),
+            ("PORTAL_SECRET", "anything goes\n", "anything goes"),
+        ] {
+            let got = Secret::from_value(name, raw).get().await.unwrap();
+            assert_eq!(got.expose_secret(), want, "{name} {raw:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_malformed_secret_is_a_configuration_error_naming_the_form() {
+        for (name, raw, expect) in [
+            ("STRIPE_WEBHOOK_SECRET", "abc123", "whsec_"),
+            ("STRIPE_WEBHOOK_SECRET", "sk_test_wrong_secret", "whsec_"),
+            ("STRIPE_SECRET_KEY", "whsec_swapped", "sk_ or rk_"),
+            ("STRIPE_SECRET_KEY", "pk_live_publishable", "sk_ or rk_"),
+            ("GATEWAY_SECRET", " \n", "empty"),
+        ] {
+            let s = Secret::from_value(name, raw);
+            let err = s.get().await.unwrap_err();
+            let msg = err.to_string();
+            assert!(matches!(err, ConfigError::Malformed { .. }), "{msg}");
+            assert!(msg.contains(name) && msg.contains(expect), "{msg}");
+            assert!(
+                !msg.contains(raw.trim()) || raw.trim().is_empty(),
+                "value leaked: {msg}"
+            );
+            // Every use fails the same way; the log line is written once.
+            assert!(s.get().await.is_err());
+            assert!(s.reported.load(std::sync::atomic::Ordering::Relaxed));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_malformed_secret_is_logged_once() {
+        #[derive(Clone, Default)]
+        struct Buf(Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let writer = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let s = Secret::from_value("STRIPE_WEBHOOK_SECRET", "not-a-signing-secret\n");
+        for _ in 0..3 {
+            assert!(s.get().await.is_err());
+        }
+        let logged = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(logged.matches("configuration error").count(), 1, "{logged}");
+        assert!(logged.contains("STRIPE_WEBHOOK_SECRET") && logged.contains("whsec_"));
+        assert!(
+            !logged.contains("not-a-signing-secret"),
+            "value leaked: {logged}"
+        );
     }
 }

@@ -32,10 +32,12 @@ impl StripeConfig {
             .ok()
             .filter(|k| !k.is_empty())
             .ok_or_else(|| PaymentsError::Unexpected("STRIPE_SECRET_KEY is not set".into()))?;
+        let key = tollgate_app::config::clean_secret("STRIPE_SECRET_KEY", &key)
+            .map_err(|e| PaymentsError::Unexpected(e.to_string()))?;
         let base = std::env::var("STRIPE_API_BASE")
             .ok()
             .filter(|b| !b.is_empty());
-        Ok(Self::new(SecretString::from(key), base))
+        Ok(Self::new(key, base))
     }
 }
 

@@ -15,7 +15,7 @@ use serde_yaml::Value;
 use std::io::{Read, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use tollgate_store::DynamoStore;
@@ -34,9 +34,8 @@ pub fn repo_root() -> PathBuf {
 /// A running DynamoDB Local. Held by a static for the life of the test process.
 struct LocalInstance {
     endpoint: String,
-    // Dropping never happens (statics are not dropped); the pipe closes when the process exits,
-    // whatever way it exits, and the shell wrapper then kills java.
-    _keepalive: Option<ChildStdin>,
+    // Statics are never dropped: the JVM stops when this process ends, however it ends,
+    // through its parent-death signal (see [`crate::process`]).
     _child: Option<Child>,
 }
 
@@ -51,7 +50,6 @@ pub fn endpoint() -> &'static str {
         .get_or_init(|| match std::env::var(ENDPOINT_ENV) {
             Ok(endpoint) if !endpoint.is_empty() => LocalInstance {
                 endpoint,
-                _keepalive: None,
                 _child: None,
             },
             _ => start_local(),
@@ -75,25 +73,23 @@ fn start_local() -> LocalInstance {
     let log_path = work.join("dynamodb-local.log");
     let log = std::fs::File::create(&log_path).expect("DynamoDB Local log file");
 
-    // `read` returns when our end of stdin closes, i.e. when this test process exits (even by
-    // SIGKILL); then java is killed, so no DynamoDB Local outlives its tests.
-    let script = format!(
-        "java -Djava.library.path='{lib}' -jar '{jar}' -inMemory -sharedDb -port {port} & \
-         p=$!; read _ || true; kill $p 2>/dev/null; wait $p 2>/dev/null",
-        lib = dir.join("DynamoDBLocal_lib").display(),
-        jar = dir.join("DynamoDBLocal.jar").display(),
-    );
-    let mut child = Command::new("sh")
-        .arg("-c")
-        .arg(script)
+    // java itself, no shell in between, forked so that it dies with this process (normal
+    // exit, panic, SIGTERM, Ctrl-C to the process group, SIGKILL): see [`crate::process`].
+    let mut cmd = Command::new("java");
+    cmd.args(crate::process::owner_marker())
+        .arg(format!(
+            "-Djava.library.path={}",
+            dir.join("DynamoDBLocal_lib").display()
+        ))
+        .arg("-jar")
+        .arg(dir.join("DynamoDBLocal.jar"))
+        .args(["-inMemory", "-sharedDb", "-port", &port.to_string()])
         // DynamoDB Local writes a metadata file into its working directory.
         .current_dir(&work)
-        .stdin(Stdio::piped())
+        .stdin(Stdio::null())
         .stdout(log.try_clone().expect("log"))
-        .stderr(log)
-        .spawn()
-        .expect("spawn sh for DynamoDB Local");
-    let stdin = child.stdin.take();
+        .stderr(log);
+    let mut child = crate::process::spawn_owned(cmd).expect("spawn java for DynamoDB Local");
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let deadline = Instant::now() + Duration::from_secs(60);
     while !answers_http(addr) {
@@ -114,7 +110,6 @@ fn start_local() -> LocalInstance {
     }
     LocalInstance {
         endpoint: format!("http://{addr}"),
-        _keepalive: stdin,
         _child: Some(child),
     }
 }

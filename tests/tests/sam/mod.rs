@@ -81,3 +81,92 @@ pub fn routes_by_function(template: &Value) -> BTreeMap<String, Vec<String>> {
         .map(|f| (f.crate_dir_name().to_owned(), f.routes.clone()))
         .collect()
 }
+
+/// The IAM actions of each DynamoDB SAM policy template, as SAM expands them (the list of
+/// policy templates: <https://docs.aws.amazon.com/serverless-application-model/latest/developerguide/serverless-policy-template-list.html>;
+/// the definitions: `samtranslator/policy_templates_data/policy_templates.json` in
+/// aws/serverless-application-model).
+pub const DYNAMODB_POLICY_TEMPLATES: &[(&str, &[&str])] = &[
+    (
+        "DynamoDBCrudPolicy",
+        &[
+            "dynamodb:GetItem",
+            "dynamodb:DeleteItem",
+            "dynamodb:PutItem",
+            "dynamodb:Scan",
+            "dynamodb:Query",
+            "dynamodb:UpdateItem",
+            "dynamodb:BatchWriteItem",
+            "dynamodb:BatchGetItem",
+            "dynamodb:DescribeTable",
+            "dynamodb:ConditionCheckItem",
+        ],
+    ),
+    (
+        "DynamoDBReadPolicy",
+        &[
+            "dynamodb:GetItem",
+            "dynamodb:Scan",
+            "dynamodb:Query",
+            "dynamodb:BatchGetItem",
+            "dynamodb:DescribeTable",
+        ],
+    ),
+    (
+        "DynamoDBWritePolicy",
+        &[
+            "dynamodb:PutItem",
+            "dynamodb:UpdateItem",
+            "dynamodb:BatchWriteItem",
+        ],
+    ),
+];
+
+/// The `dynamodb:` actions a function's role allows: every `Effect: Allow` statement of its
+/// inline `Policies` (an `Action` string or list) plus the expansion of the DynamoDB policy
+/// templates above. A policy this function does not understand (a managed policy name, another
+/// template) panics, so nothing is silently left out.
+pub fn dynamodb_actions(f: &Function) -> std::collections::BTreeSet<String> {
+    let mut allowed = std::collections::BTreeSet::new();
+    let Some(policies) = f.properties["Policies"].as_sequence() else {
+        return allowed;
+    };
+    for policy in policies {
+        if let Some(statements) = policy["Statement"].as_sequence() {
+            for st in statements {
+                if st["Effect"].as_str() != Some("Allow") {
+                    continue;
+                }
+                let actions: Vec<&str> = match &st["Action"] {
+                    Value::String(a) => vec![a.as_str()],
+                    Value::Sequence(list) => list.iter().filter_map(Value::as_str).collect(),
+                    other => panic!("{}: unreadable Action {other:?}", f.logical_id),
+                };
+                allowed.extend(
+                    actions
+                        .into_iter()
+                        .filter(|a| a.starts_with("dynamodb:"))
+                        .map(str::to_owned),
+                );
+            }
+            continue;
+        }
+        let name = policy
+            .as_mapping()
+            .and_then(|m| m.keys().next())
+            .and_then(Value::as_str)
+            .or_else(|| policy.as_str())
+            .unwrap_or_else(|| panic!("{}: unreadable policy {policy:?}", f.logical_id));
+        match DYNAMODB_POLICY_TEMPLATES.iter().find(|(n, _)| *n == name) {
+            Some((_, actions)) => allowed.extend(actions.iter().map(|a| a.to_string())),
+            None if !name.starts_with("DynamoDB") && policy.is_mapping() => {
+                // A SAM policy template of another service (SQS, Events, ...).
+            }
+            None => panic!(
+                "{}: policy {name} is not in DYNAMODB_POLICY_TEMPLATES; add its actions",
+                f.logical_id
+            ),
+        }
+    }
+    allowed
+}

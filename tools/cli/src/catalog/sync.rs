@@ -30,8 +30,11 @@ impl Run for Args {
     fn run(self) -> anyhow::Result<()> {
         // Refuse an invalid catalog before touching Stripe.
         let catalog = crate::load::catalog(&self.catalog)?;
+        // Trimmed and checked like the functions' key (sk_/rk_), before touching Stripe.
+        let key: SecretString =
+            tollgate_app::config::clean_secret("STRIPE_SECRET_KEY", &self.stripe_secret_key)?;
         let config = StripeConfig::new(
-            SecretString::from(self.stripe_secret_key),
+            key,
             self.stripe_api_base.filter(|b| !b.is_empty()),
         );
         let stripe = StripeAdapter::from_config(&config)?;

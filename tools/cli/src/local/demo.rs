@@ -135,6 +135,10 @@ pub struct ConsumerReport {
     pub credit_drawn: Option<i64>,
     pub credit_uncovered: Option<i64>,
     pub notes: Vec<String>,
+    /// The consumer's API key as issued (never printed or serialized): for tests that call
+    /// other entry points with it (the authorizer).
+    #[serde(skip)]
+    pub api_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -291,6 +295,7 @@ pub async fn run(stack: &LocalStack, out: &mut dyn Write) -> anyhow::Result<Demo
                 credit_drawn: None,
                 credit_uncovered: None,
                 notes: Vec::new(),
+                api_key: None,
             },
         })
         .collect();
@@ -337,6 +342,7 @@ pub async fn run(stack: &LocalStack, out: &mut dyn Write) -> anyhow::Result<Demo
         {
             Ok((sub, key)) => {
                 c.subscription = sub.clone();
+                c.report.api_key = key.clone();
                 c.key = key;
                 c.report.subscription_id = sub;
             }

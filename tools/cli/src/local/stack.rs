@@ -59,6 +59,10 @@ pub struct StackOptions {
     /// Where the emulator's (and so the stack's) clock starts, Unix seconds; the start of the
     /// current UTC hour when `None`.
     pub start_time: Option<i64>,
+    /// When set, each function gets its own DynamoDB client that records the IAM actions it
+    /// performs under the function's folder name (`checkout`, `stripe-webhook`, `usage`,
+    /// `billing-run`), so a test can hold them against the function's role in the template.
+    pub dynamodb_calls: Option<tollgate_testkit::calls::CallLog>,
 }
 
 impl StackOptions {
@@ -70,6 +74,7 @@ impl StackOptions {
             root,
             table_name: format!("tollgate-local-{}", hex::encode(rand::random::<[u8; 4]>())),
             start_time: None,
+            dynamodb_calls: None,
         }
     }
 }
@@ -180,6 +185,12 @@ impl LocalStack {
             .await
             .map_err(|e| anyhow::anyhow!(e))?;
         let store = DynamoStore::new(client, opts.table_name.clone());
+        let store_of = |function: &str| -> Arc<DynamoStore> {
+            Arc::new(match &opts.dynamodb_calls {
+                Some(log) => log.store(&dynamodb_endpoint, &opts.table_name, function),
+                None => store.clone(),
+            })
+        };
 
         let capture = Arc::new(EventBridgeCapture::start().await);
         let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
@@ -235,7 +246,7 @@ impl LocalStack {
 
         let clock = Arc::new(EmulatorClock(emulator.clone()));
         let checkout = Checkout {
-            store: Arc::new(store.clone()),
+            store: store_of("checkout"),
             payments: payments.clone(),
             publisher: publisher.clone(),
             clock: clock.clone(),
@@ -246,7 +257,7 @@ impl LocalStack {
         };
         let credit_policy = CREDIT_POLICY;
         let webhook = Webhook {
-            store: Arc::new(store.clone()),
+            store: store_of("stripe-webhook"),
             payments: payments.clone(),
             publisher: publisher.clone(),
             clock: Arc::new(SystemClock),
@@ -255,7 +266,7 @@ impl LocalStack {
             credit_policy,
         };
         let usage = Usage::new(
-            Arc::new(store.clone()),
+            store_of("usage"),
             publisher.clone(),
             catalog.clone(),
             credit_policy,
@@ -264,7 +275,7 @@ impl LocalStack {
             Secret::from_value("GATEWAY_SECRET", gateway_secret.clone()),
         );
         let billing = BillingRun::new(
-            Arc::new(store.clone()),
+            store_of("billing-run"),
             payments.clone(),
             publisher.clone(),
             catalog.clone(),
