@@ -95,6 +95,44 @@ pub struct Product {
     /// balance (drawn down at ingestion) instead of being invoiced in arrears.
     #[serde(default)]
     pub prepaid: bool,
+    /// Which calls of the provider's API count as usage when usage is read from the API
+    /// Gateway access log (`functions/usage-from-logs`): by default the successful ones
+    /// (HTTP 2xx and 3xx). Usage posted to `POST /usage` is counted as posted.
+    #[serde(default, skip_serializing_if = "BillableCalls::is_default")]
+    pub billable_calls: BillableCalls,
+}
+
+/// Which answered calls are billable, by the HTTP status the consumer received.
+///
+/// A call the tollgate authorizer refused (402 / 429 / 403, or 401 without a key) is never
+/// billable whatever this says: it was not served.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BillableCalls {
+    /// 200–399: the call succeeded (the default).
+    #[default]
+    Successful,
+    /// 200–499: client errors count too (the API did the work of answering them), server
+    /// errors (5xx) do not.
+    NotServerError,
+    /// Every status from 100 to 599, server errors included.
+    All,
+}
+
+impl BillableCalls {
+    /// Whether a call answered with HTTP `status` is billable under this setting. Statuses
+    /// outside 100–599 are never billable.
+    pub fn counts(self, status: u16) -> bool {
+        match self {
+            BillableCalls::Successful => (200..400).contains(&status),
+            BillableCalls::NotServerError => (200..500).contains(&status),
+            BillableCalls::All => (100..600).contains(&status),
+        }
+    }
+
+    fn is_default(&self) -> bool {
+        *self == BillableCalls::default()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -285,6 +323,12 @@ impl Product {
     }
     pub fn is_recurring(&self) -> bool {
         self.interval.is_some()
+    }
+    /// Whether usage on `meter` counts for this product: a metered price or the quota uses
+    /// it (the rule `POST /usage` admits records by).
+    pub fn uses_meter(&self, meter: &MeterId) -> bool {
+        self.metered().any(|p| p.meter() == Some(meter))
+            || self.quota.as_ref().is_some_and(|q| &q.meter == meter)
     }
     /// Metered components, in catalog order.
     pub fn metered(&self) -> impl Iterator<Item = &PriceComponent> {
