@@ -60,8 +60,8 @@ fn every_code_uri_is_a_workspace_crate_with_a_binary() {
     let functions = template::functions(&tpl);
     assert_eq!(
         functions.len(),
-        5,
-        "checkout, stripe-webhook, usage, billing-run, authorizer"
+        6,
+        "checkout, stripe-webhook, usage, billing-run, authorizer, usage-from-logs"
     );
     for f in &functions {
         let bins = members.get(&f.code_uri).unwrap_or_else(|| {
@@ -133,6 +133,7 @@ fn the_http_api_serves_the_product_routes() {
         ("usage", vec!["POST /usage", "GET /entitlements/{key}"]),
         ("billing-run", vec![]),
         ("authorizer", vec![]),
+        ("usage-from-logs", vec![]),
     ]
     .into_iter()
     .map(|(f, r)| (f.to_owned(), r.into_iter().map(str::to_owned).collect()))
