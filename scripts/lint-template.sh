@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Lints template.yaml with cfn-lint, then with the SAM CLI's `sam validate` (the SAM
+# Lints template.yaml and examples/provider-api/template.yaml (the provider's sample API that
+# tollgate meters from its access log) with cfn-lint, then with the SAM CLI's `sam validate` (the SAM
 # transform itself) and `sam validate --lint`. Both tools come from PyPI into .tools/venv on
 # first use (cfn-lint ~20 s; aws-sam-cli ~30-80 s more); TOLLGATE_SAM=0 skips the SAM CLI.
 # All of it runs offline without AWS credentials. Exit status: non-zero on any error.
@@ -7,7 +8,7 @@ set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$root/.tools/venv"
-template="$root/template.yaml"
+templates=("$root/template.yaml" "$root/examples/provider-api/template.yaml")
 
 if [ ! -x "$venv/bin/cfn-lint" ]; then
     echo "installing cfn-lint into $venv" >&2
@@ -19,24 +20,28 @@ if [ "${TOLLGATE_SAM:-1}" = 1 ] && [ ! -x "$venv/bin/sam" ]; then
     "$venv/bin/pip" install --quiet --disable-pip-version-check aws-sam-cli
 fi
 
-echo "cfn-lint $("$venv/bin/cfn-lint" --version | awk '{print $2}') on template.yaml"
-# Errors fail the build; warnings print and do not (cfn-lint exits 4 for warnings only,
-# 8 for informational messages, 2 for errors; the codes are OR-ed).
-set +e
-"$venv/bin/cfn-lint" --format parseable "$template"
-status=$?
-set -e
-if [ $((status & 2)) -ne 0 ] || [ $((status & 1)) -ne 0 ]; then
-    echo "cfn-lint: errors in template.yaml" >&2
-    exit 1
-fi
-echo "cfn-lint: no errors"
+echo "cfn-lint $("$venv/bin/cfn-lint" --version | awk '{print $2}')"
+for template in "${templates[@]}"; do
+    name="${template#"$root"/}"
+    echo "cfn-lint on $name"
+    # Errors fail the build; warnings print and do not (cfn-lint exits 4 for warnings only,
+    # 8 for informational messages, 2 for errors; the codes are OR-ed).
+    set +e
+    "$venv/bin/cfn-lint" --format parseable "$template"
+    status=$?
+    set -e
+    if [ $((status & 2)) -ne 0 ] || [ $((status & 1)) -ne 0 ]; then
+        echo "cfn-lint: errors in $name" >&2
+        exit 1
+    fi
+    echo "cfn-lint: no errors in $name"
 
-if [ "${TOLLGATE_SAM:-1}" = 1 ]; then
-    # A region is all `sam validate` needs offline. The two modes catch different mistakes:
-    # the plain one runs the SAM transform (event sources, policies), --lint runs cfn-lint's
-    # rules on the transformed template.
-    export SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION="${AWS_DEFAULT_REGION:-us-east-1}"
-    "$venv/bin/sam" validate --template-file "$template" --region "$AWS_DEFAULT_REGION"
-    "$venv/bin/sam" validate --lint --template-file "$template" --region "$AWS_DEFAULT_REGION"
-fi
+    if [ "${TOLLGATE_SAM:-1}" = 1 ]; then
+        # A region is all `sam validate` needs offline. The two modes catch different
+        # mistakes: the plain one runs the SAM transform (event sources, policies), --lint
+        # runs cfn-lint's rules on the transformed template.
+        export SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION="${AWS_DEFAULT_REGION:-us-east-1}"
+        "$venv/bin/sam" validate --template-file "$template" --region "$AWS_DEFAULT_REGION"
+        "$venv/bin/sam" validate --lint --template-file "$template" --region "$AWS_DEFAULT_REGION"
+    fi
+done

@@ -167,3 +167,32 @@ fn functions_get_secret_arns_never_secret_values() {
         }
     }
 }
+
+/// The access-log format tollgate exports for the provider's stage is the one
+/// usage-from-logs reads, and the sample provider API uses the export (not a copy).
+#[test]
+fn the_exported_access_log_format_is_the_one_usage_from_logs_reads() {
+    let tpl = template::load();
+    let exported = tpl["Outputs"]["UsageFromLogsAccessLogFormat"]["Value"]
+        .as_str()
+        .expect("UsageFromLogsAccessLogFormat output");
+    assert_eq!(exported, usage_from_logs::ACCESS_LOG_FORMAT);
+    let text =
+        std::fs::read_to_string(template::repo_root().join("examples/provider-api/template.yaml"))
+            .unwrap();
+    assert!(text.contains("${TollgateStackName}-AccessLogFormat"));
+    assert!(text.contains("${TollgateStackName}-UsageFromLogsFunctionArn"));
+    assert!(text.contains("${TollgateStackName}-AuthorizerFunctionArn"));
+    for export in [
+        "AccessLogFormat",
+        "UsageFromLogsFunctionArn",
+        "AuthorizerFunctionArn",
+    ] {
+        let found = tpl["Outputs"]
+            .as_mapping()
+            .unwrap()
+            .values()
+            .any(|o| format!("{:?}", o["Export"]["Name"]).contains(&format!("-{export}")));
+        assert!(found, "template.yaml exports {export}");
+    }
+}
