@@ -123,6 +123,8 @@ pub struct FlushReport {
     /// Log events delivered (a redelivered event counts each time).
     pub log_events: usize,
     pub billable_calls: usize,
+    /// Usage batches sent to the usage service, and those it had counted before.
+    pub batches: usize,
     pub records_accepted: usize,
     pub duplicate_batches: usize,
     pub malformed: usize,
@@ -682,6 +684,7 @@ async fn flush_access_log(shared: &Shared, how: Delivery) -> FlushReport {
         match shared.logs.handle(event).await {
             Ok(s) => {
                 report.billable_calls += s.billable_calls;
+                report.batches += s.batches;
                 report.records_accepted += s.records_accepted;
                 report.duplicate_batches += s.duplicate_batches;
                 report.malformed += s.malformed;

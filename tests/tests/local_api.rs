@@ -1,0 +1,239 @@
+//! Zero-code metering end to end on the local stack: consumers call the provider's API
+//! (`/_local/api`, the REST API of `examples/provider-api/template.yaml`) with their keys,
+//! through the real authorizer; the gateway's access log reaches the real usage-from-logs
+//! handler as CloudWatch Logs subscription events, each batch delivered twice and the batches
+//! last first. The usage tollgate counts must equal, exactly, the billable calls the
+//! consumers saw answered (2xx/3xx by default), and the response bytes of the product that
+//! meters `data_bytes`.
+
+use futures::StreamExt;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use tollgate_domain::ids::{MeterId, SubscriptionId};
+use tollgate_domain::ports::Store;
+use tollgate_local::gateway::Delivery;
+use tollgate_local::{LocalStack, StackOptions};
+use tollgate_stripe_emulator::Card;
+
+struct Consumer {
+    id: &'static str,
+    product: &'static str,
+    subscription: String,
+    key: String,
+}
+
+async fn subscribe(
+    stack: &LocalStack,
+    http: &reqwest::Client,
+    id: &'static str,
+    product: &'static str,
+) -> Consumer {
+    let base = &stack.info.base_url;
+    let answer: Value = http
+        .post(format!("{base}/checkout/sessions"))
+        .bearer_auth(&stack.info.portal_secret)
+        .json(&json!({
+            "consumer_id": id, "product_id": product,
+            "subscription_name": format!("{id} {product}"),
+            "success_url": format!("{base}/portal/?ok"), "cancel_url": format!("{base}/portal/?no"),
+            "email": format!("billing@{id}.example"),
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let session = answer["id"].as_str().unwrap_or_default();
+    if session.starts_with("cs_") {
+        stack
+            .emulator()
+            .complete_checkout(session, Card::Good)
+            .unwrap();
+        stack.emulator().wait_for_webhooks_idle().await;
+    }
+    Consumer {
+        id,
+        product,
+        subscription: answer["subscription_id"]
+            .as_str()
+            .expect("subscription_id")
+            .into(),
+        key: answer["api_key"].as_str().expect("api_key").into(),
+    }
+}
+
+/// (status, body length, body) of one call of the provider's API.
+async fn call(
+    http: &reqwest::Client,
+    base: &str,
+    key: Option<&str>,
+    city: &str,
+) -> (u16, usize, Value) {
+    let mut req = http.get(format!("{base}/_local/api/v1/forecast?city={city}"));
+    if let Some(k) = key {
+        req = req.header("x-api-key", k);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (
+        status,
+        text.len(),
+        serde_json::from_str(&text).unwrap_or(Value::Null),
+    )
+}
+
+async fn usage(stack: &LocalStack, sub: &str, meter: &str) -> u64 {
+    let now = stack.now();
+    stack
+        .store
+        .usage_buckets(
+            &SubscriptionId::parse(sub).unwrap(),
+            &MeterId::parse(meter).unwrap(),
+            now - chrono::Duration::days(2),
+            now + chrono::Duration::days(1),
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|b| b.quantity)
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_calls_through_the_gateway_are_counted_exactly_once_from_the_access_log() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let mut opts = StackOptions::new(&root);
+    opts.port = 0;
+    // A fixed clock: no run depends on today's date.
+    opts.start_time = Some(
+        chrono::DateTime::parse_from_rfc3339("2027-03-10T09:00:00Z")
+            .unwrap()
+            .timestamp(),
+    );
+    // Deliveries only when the test asks, so it chooses their batching and order.
+    opts.access_log_delivery = None;
+    let stack = LocalStack::start(opts).await.expect("local stack starts");
+    let http = reqwest::Client::new();
+    let base = stack.info.base_url.clone();
+
+    let consumers = vec![
+        subscribe(&stack, &http, "ana-payg", "payg").await,
+        subscribe(&stack, &http, "ben-data", "data").await,
+        subscribe(&stack, &http, "cy-free", "free").await,
+    ];
+
+    // 1,000 calls; every 7th asks for a city the upstream does not know (404, not billable).
+    let plan: Vec<(usize, &str)> = (0..1_000)
+        .map(|i| (i % 3, if i % 7 == 0 { "atlantis" } else { "lisbon" }))
+        .collect();
+    let answers: Vec<(usize, u16, usize, Value)> = futures::stream::iter(plan)
+        .map(|(c, city)| {
+            let (http, base, key) = (http.clone(), base.clone(), consumers[c].key.clone());
+            async move {
+                let (s, len, body) = call(&http, &base, Some(&key), city).await;
+                (c, s, len, body)
+            }
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    // And calls that are not any consumer's: no key (401), a key tollgate never issued (403).
+    let (s, _, body) = call(&http, &base, None, "lisbon").await;
+    assert_eq!((s, &body["error"]), (401, &json!("missing_key")));
+    let forged = format!("tg_{}", "0".repeat(64));
+    let (s, _, body) = call(&http, &base, Some(&forged), "lisbon").await;
+    assert_eq!(
+        (s, &body["error"], &body["status"]),
+        (403, &json!("unknown_key"), &json!(403))
+    );
+
+    let mut billable: BTreeMap<usize, u64> = BTreeMap::new();
+    let mut bytes: BTreeMap<usize, u64> = BTreeMap::new();
+    let mut not_found = 0;
+    for (c, status, len, _) in &answers {
+        match status {
+            200 => {
+                *billable.entry(*c).or_default() += 1;
+                *bytes.entry(*c).or_default() += *len as u64;
+            }
+            404 => not_found += 1,
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert_eq!(
+        not_found, 143,
+        "every 7th of 1,000 calls asks for an unknown city"
+    );
+    assert_eq!(billable.values().sum::<u64>(), 857);
+    assert_eq!(stack.pending_access_log(), 1_002);
+
+    // Every batch delivered twice, the batches last first.
+    let report = stack
+        .flush_access_log(Delivery {
+            batch_size: 37,
+            redeliver_every: 1,
+            reverse: true,
+        })
+        .await;
+    assert_eq!(report.failed, 0, "{report:?}");
+    assert_eq!(report.deliveries, 2 * 1_002usize.div_ceil(37), "{report:?}");
+    assert_eq!(report.log_events, 2 * 1_002);
+    // Each delivery makes usage batches of the same ids: the second of each pair counts
+    // nothing (a delivery of only unbillable lines sends no batch at all).
+    assert_eq!(report.batches, 2 * report.duplicate_batches, "{report:?}");
+    assert!(report.duplicate_batches >= 1_002 / 37, "{report:?}");
+    assert_eq!(
+        report.billable_calls,
+        2 * 857,
+        "both deliveries judge the same calls billable"
+    );
+    assert_eq!(stack.pending_access_log(), 0);
+
+    for (i, c) in consumers.iter().enumerate() {
+        assert_eq!(
+            usage(&stack, &c.subscription, "api_calls").await,
+            billable[&i],
+            "{} ({})",
+            c.id,
+            c.product
+        );
+        let expected_bytes = if c.product == "data" { bytes[&i] } else { 0 };
+        assert_eq!(
+            usage(&stack, &c.subscription, "data_bytes").await,
+            expected_bytes,
+            "{} ({})",
+            c.id,
+            c.product
+        );
+    }
+    assert!(bytes[&1] > 0);
+
+    // The free consumer is past its 100-call quota now: its next call is refused (ACCESS_DENIED,
+    // 403 on the wire, the intended 429 in the body) and is not usage either.
+    let (s, _, body) = call(&http, &base, Some(&consumers[2].key), "lisbon").await;
+    assert_eq!(
+        (s, &body["error"], &body["status"]),
+        (403, &json!("quota_exceeded"), &json!(429))
+    );
+    let (s, _, _) = call(&http, &base, Some(&consumers[0].key), "oslo").await;
+    assert_eq!(s, 200);
+    let report = stack.flush_access_log(Delivery::default()).await;
+    assert_eq!(
+        (report.billable_calls, report.records_accepted),
+        (1, 1),
+        "{report:?}"
+    );
+    assert_eq!(
+        usage(&stack, &consumers[0].subscription, "api_calls").await,
+        billable[&0] + 1
+    );
+    assert_eq!(
+        usage(&stack, &consumers[2].subscription, "api_calls").await,
+        billable[&2]
+    );
+}
