@@ -121,7 +121,7 @@ async fn a_thousand_calls_through_the_gateway_are_counted_exactly_once_from_the_
     let http = reqwest::Client::new();
     let base = stack.info.base_url.clone();
 
-    let consumers = vec![
+    let consumers = [
         subscribe(&stack, &http, "ana-payg", "payg").await,
         subscribe(&stack, &http, "ben-data", "data").await,
         subscribe(&stack, &http, "cy-free", "free").await,
