@@ -237,3 +237,59 @@ async fn a_thousand_calls_through_the_gateway_are_counted_exactly_once_from_the_
         billable[&2]
     );
 }
+
+/// What metering from the access log costs in DynamoDB writes: 1,000 billable calls of three
+/// PAYG consumers in one hour, delivered as one subscription batch (a busy log group's
+/// delivery) and then as batches of 100. The numbers are printed for docs/benchmarks.md.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamodb_write_requests_per_thousand_log_lines() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let mut opts = StackOptions::new(&root);
+    opts.port = 0;
+    opts.start_time = Some(
+        chrono::DateTime::parse_from_rfc3339("2027-07-01T00:10:00Z")
+            .unwrap()
+            .timestamp(),
+    );
+    opts.access_log_delivery = None;
+    let stack = LocalStack::start(opts).await.expect("local stack starts");
+    let http = reqwest::Client::new();
+    let base = stack.info.base_url.clone();
+    let consumers = [
+        subscribe(&stack, &http, "ida-payg", "payg").await,
+        subscribe(&stack, &http, "jo-payg", "payg").await,
+        subscribe(&stack, &http, "kai-payg", "payg").await,
+    ];
+    let mut measured = Vec::new();
+    for batch_size in [1_000, 100] {
+        let statuses: Vec<u16> = futures::stream::iter(0..1_000)
+            .map(|i| {
+                let (http, base, key) = (http.clone(), base.clone(), consumers[i % 3].key.clone());
+                async move { call(&http, &base, Some(&key), "lisbon").await.0 }
+            })
+            .buffer_unordered(8)
+            .collect()
+            .await;
+        assert!(statuses.iter().all(|s| *s == 200));
+        let before = stack.usage_write_requests();
+        let report = stack
+            .flush_access_log(Delivery {
+                batch_size,
+                redeliver_every: 0,
+                reverse: false,
+            })
+            .await;
+        let writes = stack.usage_write_requests() - before;
+        assert_eq!(report.records_accepted, 1_000, "{report:?}");
+        // One transaction per usage batch: one per delivery here (3 subscriptions, one hour).
+        assert_eq!(writes as usize, report.batches, "{report:?}");
+        assert_eq!(report.batches, 1_000usize.div_ceil(batch_size));
+        measured.push((batch_size, writes));
+    }
+    println!(
+        "usage-from-logs DynamoDB write requests per 1,000 log lines (delivery size, writes): {measured:?}"
+    );
+}

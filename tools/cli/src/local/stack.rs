@@ -410,6 +410,11 @@ impl LocalStack {
         flush_access_log(&self.shared, how).await
     }
 
+    /// DynamoDB write requests the usage service has sent (each transaction is one).
+    pub fn usage_write_requests(&self) -> u64 {
+        self.shared.usage.write_requests()
+    }
+
     /// Access-log lines written and not delivered yet.
     pub fn pending_access_log(&self) -> usize {
         self.shared.access_log.lock().expect("lock").pending.len()
