@@ -53,7 +53,7 @@ use usage::{IngestError, Usage};
 /// - `bytes`: `$context.responseLength`, bytes of the response body (`data_bytes`);
 /// - `method`, `route`: `$context.httpMethod`, `$context.resourcePath` (for people).
 ///
-/// About 230 bytes a line: CloudWatch Logs bills ingestion per GB, so keep it this small.
+/// About 190 bytes a line: CloudWatch Logs bills ingestion per GB, so keep it this small.
 pub const ACCESS_LOG_FORMAT: &str = r#"{"id":"$context.requestId","time":"$context.requestTimeEpoch","status":"$context.status","sub":"$context.authorizer.subscription_id","allow":"$context.authorizer.allow","bytes":"$context.responseLength","method":"$context.httpMethod","route":"$context.resourcePath"}"#;
 
 /// The meter a billable call adds 1 to.
