@@ -23,22 +23,15 @@
 //!
 //! Format, wiring and limits: `docs/metering-api-gateway.md`.
 
-use aws_lambda_events::cloudwatch_logs::LogsEvent;
-use futures::future::join_all;
-use lambda_runtime::LambdaEvent;
 use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
-use tollgate_app::credit::CreditStore;
-use tollgate_domain::Catalog;
-use tollgate_domain::ids::{MeterId, SubscriptionId};
+use std::collections::BTreeSet;
 use tollgate_domain::ports::StoreError;
-use tollgate_domain::subscription::Subscription;
 use tollgate_domain::time::Timestamp;
-use tollgate_domain::usage::BatchError;
-use usage::{IngestError, Usage};
+
+#[cfg(feature = "service")]
+pub use service::UsageFromLogs;
 
 /// The access-log format to give the provider's API Gateway stage (`AccessLogSetting.Format`
 /// of a REST API; the same variables exist on HTTP APIs except `resourcePath`, use
@@ -322,195 +315,216 @@ pub enum FromLogsError {
     Ingest { batch_id: String, message: String },
 }
 
-impl From<FromLogsError> for lambda_runtime::Diagnostic {
-    fn from(e: FromLogsError) -> Self {
-        let error_type = match e {
-            FromLogsError::Store(_) => "StoreUnavailable",
-            FromLogsError::Ingest { .. } => "IngestUnavailable",
-        };
-        lambda_runtime::Diagnostic {
-            error_type: error_type.into(),
-            error_message: e.to_string(),
-        }
-    }
-}
+/// The Lambda: the pure adapter above, plus the usage service and the store.
+#[cfg(feature = "service")]
+mod service {
+    use super::*;
+    use aws_lambda_events::cloudwatch_logs::LogsEvent;
+    use futures::future::join_all;
+    use lambda_runtime::LambdaEvent;
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+    use tollgate_app::credit::CreditStore;
+    use tollgate_domain::Catalog;
+    use tollgate_domain::ids::{MeterId, SubscriptionId};
+    use tollgate_domain::subscription::Subscription;
+    use tollgate_domain::usage::BatchError;
+    use usage::{IngestError, Usage};
 
-/// The function's dependencies, built once per Lambda instance.
-pub struct UsageFromLogs {
-    usage: Arc<Usage>,
-    store: Arc<dyn CreditStore>,
-    catalog: Arc<Catalog>,
-}
-
-impl UsageFromLogs {
-    /// `usage` is the usage service `POST /usage` runs on; `store` and `catalog` are the same
-    /// ones it was built with (read here to decide which calls are billable).
-    pub fn new(usage: Arc<Usage>, store: Arc<dyn CreditStore>, catalog: Arc<Catalog>) -> Self {
-        Self {
-            usage,
-            store,
-            catalog,
-        }
-    }
-
-    /// The Lambda entry point.
-    pub async fn handle(&self, event: LambdaEvent<LogsEvent>) -> Result<Summary, FromLogsError> {
-        let data = event.payload.aws_logs.data;
-        let events: Vec<LogEvent> = data
-            .log_events
-            .into_iter()
-            .map(|e| LogEvent {
-                id: e.id,
-                message: e.message,
-            })
-            .collect();
-        self.process(&data.message_type, &data.log_group, &events)
-            .await
-    }
-
-    /// Meters one delivery: `message_type` `DATA_MESSAGE` (anything else, i.e.
-    /// `CONTROL_MESSAGE`, is ignored), the log group's name and its events.
-    pub async fn process(
-        &self,
-        message_type: &str,
-        log_group: &str,
-        events: &[LogEvent],
-    ) -> Result<Summary, FromLogsError> {
-        let mut summary = Summary::default();
-        if message_type != "DATA_MESSAGE" {
-            tracing::info!(message_type, "not a data message: ignored");
-            return Ok(summary);
-        }
-        summary.log_events = events.len();
-        let planned = plan(log_group, events);
-        summary.malformed = planned.malformed.len();
-        summary.unattributed = planned.unattributed;
-        summary.refused = planned.refused;
-        for (id, e) in &planned.malformed {
-            tracing::warn!(log_group, event_id = %id, error = %e, "malformed access-log line: not counted");
-        }
-        let mut failure = None;
-        for chunk in &planned.chunks {
-            if let Err(e) = self.send(chunk, &mut summary).await {
-                tracing::error!(batch_id = %chunk.batch_id, error = %e, "usage batch not counted; the delivery will be retried");
-                failure.get_or_insert(e);
-            }
-        }
-        // EMF must be a bare JSON line on stdout, not wrapped by the tracing formatter.
-        println!("{}", summary.metrics());
-        match failure {
-            Some(e) => Err(e),
-            None => Ok(summary),
-        }
-    }
-
-    async fn subscriptions(
-        &self,
-        chunk: &Chunk,
-    ) -> Result<BTreeMap<String, Option<Subscription>>, StoreError> {
-        let ids: BTreeSet<&str> = chunk
-            .lines
-            .iter()
-            .filter_map(|(_, l)| l.subscription_id.as_deref())
-            .collect();
-        let reads = join_all(ids.iter().map(|id| async move {
-            match SubscriptionId::parse(*id) {
-                Ok(sid) => self.store.get_subscription(&sid).await,
-                Err(_) => Ok(None),
-            }
-        }))
-        .await;
-        ids.into_iter()
-            .zip(reads)
-            .map(|(id, r)| r.map(|s| (id.to_string(), s)))
-            .collect()
-    }
-
-    async fn send(&self, chunk: &Chunk, summary: &mut Summary) -> Result<(), FromLogsError> {
-        let subs = self.subscriptions(chunk).await?;
-        let calls = MeterId::parse(CALLS_METER).expect("a valid meter id");
-        let bytes = MeterId::parse(BYTES_METER).expect("a valid meter id");
-        let mut records = Vec::new();
-        for (event_id, line) in &chunk.lines {
-            let sub_id = line.subscription_id.as_deref().unwrap_or_default();
-            let Some(sub) = subs.get(sub_id).and_then(Option::as_ref) else {
-                summary.unknown_subscription += 1;
-                tracing::warn!(event_id = %event_id, subscription_id = sub_id, "call of an unknown subscription: not counted");
-                continue;
+    impl From<FromLogsError> for lambda_runtime::Diagnostic {
+        fn from(e: FromLogsError) -> Self {
+            let error_type = match e {
+                FromLogsError::Store(_) => "StoreUnavailable",
+                FromLogsError::Ingest { .. } => "IngestUnavailable",
             };
-            let Some(product) = self.catalog.product(sub.product_id.as_str()) else {
-                summary.unknown_subscription += 1;
-                continue;
-            };
-            if !product.billable_calls.counts(line.status) {
-                summary.not_billable += 1;
-                continue;
+            lambda_runtime::Diagnostic {
+                error_type: error_type.into(),
+                error_message: e.to_string(),
             }
-            summary.billable_calls += 1;
-            let timestamp = line
-                .time
-                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-            if product.uses_meter(&calls) {
-                records.push(json!({"id": event_id, "subscription_id": sub_id,
+        }
+    }
+
+    /// The function's dependencies, built once per Lambda instance.
+    pub struct UsageFromLogs {
+        usage: Arc<Usage>,
+        store: Arc<dyn CreditStore>,
+        catalog: Arc<Catalog>,
+    }
+
+    impl UsageFromLogs {
+        /// `usage` is the usage service `POST /usage` runs on; `store` and `catalog` are the same
+        /// ones it was built with (read here to decide which calls are billable).
+        pub fn new(usage: Arc<Usage>, store: Arc<dyn CreditStore>, catalog: Arc<Catalog>) -> Self {
+            Self {
+                usage,
+                store,
+                catalog,
+            }
+        }
+
+        /// The Lambda entry point.
+        pub async fn handle(
+            &self,
+            event: LambdaEvent<LogsEvent>,
+        ) -> Result<Summary, FromLogsError> {
+            let data = event.payload.aws_logs.data;
+            let events: Vec<LogEvent> = data
+                .log_events
+                .into_iter()
+                .map(|e| LogEvent {
+                    id: e.id,
+                    message: e.message,
+                })
+                .collect();
+            self.process(&data.message_type, &data.log_group, &events)
+                .await
+        }
+
+        /// Meters one delivery: `message_type` `DATA_MESSAGE` (anything else, i.e.
+        /// `CONTROL_MESSAGE`, is ignored), the log group's name and its events.
+        pub async fn process(
+            &self,
+            message_type: &str,
+            log_group: &str,
+            events: &[LogEvent],
+        ) -> Result<Summary, FromLogsError> {
+            let mut summary = Summary::default();
+            if message_type != "DATA_MESSAGE" {
+                tracing::info!(message_type, "not a data message: ignored");
+                return Ok(summary);
+            }
+            summary.log_events = events.len();
+            let planned = plan(log_group, events);
+            summary.malformed = planned.malformed.len();
+            summary.unattributed = planned.unattributed;
+            summary.refused = planned.refused;
+            for (id, e) in &planned.malformed {
+                tracing::warn!(log_group, event_id = %id, error = %e, "malformed access-log line: not counted");
+            }
+            let mut failure = None;
+            for chunk in &planned.chunks {
+                if let Err(e) = self.send(chunk, &mut summary).await {
+                    tracing::error!(batch_id = %chunk.batch_id, error = %e, "usage batch not counted; the delivery will be retried");
+                    failure.get_or_insert(e);
+                }
+            }
+            // EMF must be a bare JSON line on stdout, not wrapped by the tracing formatter.
+            println!("{}", summary.metrics());
+            match failure {
+                Some(e) => Err(e),
+                None => Ok(summary),
+            }
+        }
+
+        async fn subscriptions(
+            &self,
+            chunk: &Chunk,
+        ) -> Result<BTreeMap<String, Option<Subscription>>, StoreError> {
+            let ids: BTreeSet<&str> = chunk
+                .lines
+                .iter()
+                .filter_map(|(_, l)| l.subscription_id.as_deref())
+                .collect();
+            let reads = join_all(ids.iter().map(|id| async move {
+                match SubscriptionId::parse(*id) {
+                    Ok(sid) => self.store.get_subscription(&sid).await,
+                    Err(_) => Ok(None),
+                }
+            }))
+            .await;
+            ids.into_iter()
+                .zip(reads)
+                .map(|(id, r)| r.map(|s| (id.to_string(), s)))
+                .collect()
+        }
+
+        async fn send(&self, chunk: &Chunk, summary: &mut Summary) -> Result<(), FromLogsError> {
+            let subs = self.subscriptions(chunk).await?;
+            let calls = MeterId::parse(CALLS_METER).expect("a valid meter id");
+            let bytes = MeterId::parse(BYTES_METER).expect("a valid meter id");
+            let mut records = Vec::new();
+            for (event_id, line) in &chunk.lines {
+                let sub_id = line.subscription_id.as_deref().unwrap_or_default();
+                let Some(sub) = subs.get(sub_id).and_then(Option::as_ref) else {
+                    summary.unknown_subscription += 1;
+                    tracing::warn!(event_id = %event_id, subscription_id = sub_id, "call of an unknown subscription: not counted");
+                    continue;
+                };
+                let Some(product) = self.catalog.product(sub.product_id.as_str()) else {
+                    summary.unknown_subscription += 1;
+                    continue;
+                };
+                if !product.billable_calls.counts(line.status) {
+                    summary.not_billable += 1;
+                    continue;
+                }
+                summary.billable_calls += 1;
+                let timestamp = line
+                    .time
+                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+                if product.uses_meter(&calls) {
+                    records.push(json!({"id": event_id, "subscription_id": sub_id,
                     "timestamp": timestamp, "meter": CALLS_METER, "value": 1}));
-            }
-            if product.uses_meter(&bytes) && line.response_length > 0 {
-                records.push(
-                    json!({"id": format!("{event_id}.b"), "subscription_id": sub_id,
+                }
+                if product.uses_meter(&bytes) && line.response_length > 0 {
+                    records.push(
+                        json!({"id": format!("{event_id}.b"), "subscription_id": sub_id,
                     "timestamp": timestamp, "meter": BYTES_METER, "value": line.response_length}),
-                );
+                    );
+                }
             }
-        }
-        // Invalid records (e.g. older than the late window) are left out and the rest sent
-        // again under the same id: the refused attempt wrote nothing.
-        for _ in 0..3 {
-            if records.is_empty() {
-                return Ok(());
-            }
-            let body = serde_json::to_vec(&json!({"batch_id": chunk.batch_id, "records": records}))
-                .expect("a batch serializes");
-            match self.usage.ingest(&body).await {
-                Ok(answer) => {
-                    summary.batches += 1;
-                    if answer.duplicate {
-                        summary.duplicate_batches += 1;
-                    }
-                    summary.records_accepted += answer.accepted;
-                    summary.records_rejected += answer.rejected;
-                    for r in &answer.rejections {
-                        tracing::warn!(batch_id = %chunk.batch_id, event_id = %r.id, subscription_id = %r.subscription_id, reason = r.message, "call not counted");
-                    }
+            // Invalid records (e.g. older than the late window) are left out and the rest sent
+            // again under the same id: the refused attempt wrote nothing.
+            for _ in 0..3 {
+                if records.is_empty() {
                     return Ok(());
                 }
-                Err(IngestError::Batch(BatchError::InvalidRecords(errs))) => {
-                    let bad: BTreeSet<usize> = errs.iter().map(|e| e.index).collect();
-                    for e in &errs {
-                        tracing::warn!(batch_id = %chunk.batch_id, field = %e.path(), event_id = ?e.id, reason = %e.reason, "usage record refused: left out");
+                let body =
+                    serde_json::to_vec(&json!({"batch_id": chunk.batch_id, "records": records}))
+                        .expect("a batch serializes");
+                match self.usage.ingest(&body).await {
+                    Ok(answer) => {
+                        summary.batches += 1;
+                        if answer.duplicate {
+                            summary.duplicate_batches += 1;
+                        }
+                        summary.records_accepted += answer.accepted;
+                        summary.records_rejected += answer.rejected;
+                        for r in &answer.rejections {
+                            tracing::warn!(batch_id = %chunk.batch_id, event_id = %r.id, subscription_id = %r.subscription_id, reason = r.message, "call not counted");
+                        }
+                        return Ok(());
                     }
-                    summary.records_dropped += bad.len();
-                    records = records
-                        .into_iter()
-                        .enumerate()
-                        .filter(|(i, _)| !bad.contains(i))
-                        .map(|(_, r)| r)
-                        .collect();
-                }
-                Err(IngestError::Batch(e)) => {
-                    summary.failed_batches += 1;
-                    tracing::error!(batch_id = %chunk.batch_id, error = %e, "usage batch refused whole: not counted");
-                    return Ok(());
-                }
-                Err(IngestError::Api(e)) => {
-                    return Err(FromLogsError::Ingest {
-                        batch_id: chunk.batch_id.clone(),
-                        message: e.to_string(),
-                    });
+                    Err(IngestError::Batch(BatchError::InvalidRecords(errs))) => {
+                        let bad: BTreeSet<usize> = errs.iter().map(|e| e.index).collect();
+                        for e in &errs {
+                            tracing::warn!(batch_id = %chunk.batch_id, field = %e.path(), event_id = ?e.id, reason = %e.reason, "usage record refused: left out");
+                        }
+                        summary.records_dropped += bad.len();
+                        records = records
+                            .into_iter()
+                            .enumerate()
+                            .filter(|(i, _)| !bad.contains(i))
+                            .map(|(_, r)| r)
+                            .collect();
+                    }
+                    Err(IngestError::Batch(e)) => {
+                        summary.failed_batches += 1;
+                        tracing::error!(batch_id = %chunk.batch_id, error = %e, "usage batch refused whole: not counted");
+                        return Ok(());
+                    }
+                    Err(IngestError::Api(e)) => {
+                        return Err(FromLogsError::Ingest {
+                            batch_id: chunk.batch_id.clone(),
+                            message: e.to_string(),
+                        });
+                    }
                 }
             }
+            summary.failed_batches += 1;
+            tracing::error!(batch_id = %chunk.batch_id, "usage batch still invalid after leaving out its invalid records");
+            Ok(())
         }
-        summary.failed_batches += 1;
-        tracing::error!(batch_id = %chunk.batch_id, "usage batch still invalid after leaving out its invalid records");
-        Ok(())
     }
 }
 
