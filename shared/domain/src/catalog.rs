@@ -353,3 +353,39 @@ pub fn json_schema() -> String {
     text.push('\n');
     text
 }
+
+#[cfg(test)]
+mod billable_calls_tests {
+    use super::*;
+
+    #[test]
+    fn each_setting_counts_its_statuses() {
+        let s = BillableCalls::Successful;
+        assert!(!s.counts(199) && s.counts(200) && s.counts(399) && !s.counts(400));
+        let n = BillableCalls::NotServerError;
+        assert!(!n.counts(101) && n.counts(200) && n.counts(499) && !n.counts(500));
+        let a = BillableCalls::All;
+        assert!(!a.counts(99) && a.counts(100) && a.counts(599) && !a.counts(600));
+        assert_eq!(BillableCalls::default(), BillableCalls::Successful);
+    }
+
+    #[test]
+    fn a_product_without_the_setting_bills_successful_calls_and_keeps_it_out_of_its_json() {
+        let p: Product = serde_json::from_str(r#"{"id": "payg", "name": "PAYG"}"#).unwrap();
+        assert_eq!(p.billable_calls, BillableCalls::Successful);
+        assert!(
+            !serde_json::to_string(&p)
+                .unwrap()
+                .contains("billable_calls")
+        );
+        let p: Product = serde_json::from_str(
+            r#"{"id": "payg", "name": "PAYG", "billable_calls": "not_server_error"}"#,
+        )
+        .unwrap();
+        assert_eq!(p.billable_calls, BillableCalls::NotServerError);
+        assert!(
+            serde_json::from_str::<Product>(r#"{"id": "p", "name": "P", "billable_calls": "2xx"}"#)
+                .is_err()
+        );
+    }
+}
