@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use tollgate_domain::ids::{MeterId, SubscriptionId};
 use tollgate_domain::ports::Store;
+use tollgate_domain::pricing::{QuoteRequest, quote};
 use tollgate_local::gateway::Delivery;
 use tollgate_local::{LocalStack, StackOptions};
 use tollgate_stripe_emulator::Card;
@@ -236,6 +237,71 @@ async fn a_thousand_calls_through_the_gateway_are_counted_exactly_once_from_the_
         usage(&stack, &consumers[2].subscription, "api_calls").await,
         billable[&2]
     );
+
+    // The month's invoices: the period closes, the billing run reports the counted usage to
+    // Stripe's meters, Stripe invoices it; each invoice equals the pricing engine's quote for
+    // the calls (and bytes) the consumers were served.
+    let payg = stack
+        .store
+        .get_subscription(&SubscriptionId::parse(consumers[0].subscription.as_str()).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let period_end = payg.current_period_end.expect("a Stripe period");
+    // The night after the calls: the nightly run reports the day's usage (2027-03-10).
+    let night = chrono::DateTime::parse_from_rfc3339("2027-03-11T00:05:00Z").unwrap();
+    stack
+        .advance_clock(
+            (night.with_timezone(&chrono::Utc) - stack.now())
+                .to_std()
+                .unwrap(),
+        )
+        .await;
+    let run = stack
+        .billing_run(&json!({"date": "2027-03-10"}))
+        .await
+        .expect("nightly run");
+    assert!(run.reported > 0, "{run:?}");
+    for minutes in [10, 40] {
+        let target = period_end + chrono::Duration::minutes(minutes);
+        let by = (target - stack.now()).to_std().unwrap();
+        stack.advance_clock(by).await;
+        stack
+            .billing_run(&json!({"mode": "period_close"}))
+            .await
+            .expect("period-close run");
+    }
+    stack
+        .advance_clock(std::time::Duration::from_secs(2 * 3600))
+        .await;
+    for (i, c) in consumers.iter().enumerate().take(2) {
+        let sub = stack
+            .store
+            .get_subscription(&SubscriptionId::parse(c.subscription.as_str()).unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        let stripe_sub = sub.stripe_subscription_id.expect("a Stripe subscription");
+        let invoice = tollgate_local::demo::month_invoice(&stack, stripe_sub.as_str(), period_end)
+            .unwrap_or_else(|| panic!("{}: the month's invoice", c.id));
+        let calls = billable[&i] + u64::from(i == 0);
+        let mut usage = BTreeMap::from([(MeterId::parse("api_calls").unwrap(), calls)]);
+        if c.product == "data" {
+            usage.insert(MeterId::parse("data_bytes").unwrap(), bytes[&i]);
+        }
+        let product = stack.catalog.product(c.product).unwrap();
+        let q = quote(
+            &stack.catalog,
+            product,
+            &QuoteRequest {
+                usage,
+                ..QuoteRequest::default()
+            },
+        )
+        .unwrap();
+        assert!(q.total > 0, "{}: {q:?}", c.id);
+        assert_eq!(invoice.total, q.total, "{}: {invoice:?} vs {q:?}", c.id);
+    }
 }
 
 /// What metering from the access log costs in DynamoDB writes: 1,000 billable calls of three

@@ -880,7 +880,13 @@ async fn post_usage(
 /// The invoice Stripe finalised when the month `[start, end]` of `stripe_sub` closed: the
 /// renewal (`subscription_cycle`) invoice, which bills the month's metered usage in arrears and
 /// the next month's licensed fees in advance.
-fn month_invoice(stack: &LocalStack, stripe_sub: &str, end: Timestamp) -> Option<InvoiceSummary> {
+/// The emulator's `subscription_cycle` invoice of `stripe_sub` whose period ends at `end`
+/// (finalised or later), if Stripe made it.
+pub fn month_invoice(
+    stack: &LocalStack,
+    stripe_sub: &str,
+    end: Timestamp,
+) -> Option<InvoiceSummary> {
     let emulator = stack.emulator();
     let mut seen = std::collections::BTreeSet::new();
     for event in emulator.events() {
