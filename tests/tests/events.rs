@@ -7,6 +7,7 @@ mod sam;
 use aws_lambda_events::apigw::{
     ApiGatewayCustomAuthorizerRequestTypeRequest, ApiGatewayV2httpRequest,
 };
+use aws_lambda_events::cloudwatch_logs::LogsEvent;
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use chrono::{NaiveDate, TimeZone, Utc};
 use hmac::{Hmac, Mac};
@@ -225,6 +226,39 @@ fn check_billing_run_sample(file: &Path, text: &str) {
     );
 }
 
+/// A CloudWatch Logs subscription delivery: `awslogs.data` is base64(gzip(JSON)), which
+/// `LogsEvent` decodes; a data message's lines are the access-log format the function reads.
+fn check_usage_from_logs_sample(file: &Path, text: &str) {
+    let name = file.display();
+    let event: LogsEvent = serde_json::from_str(text)
+        .unwrap_or_else(|e| panic!("{name}: not a CloudWatch Logs subscription event: {e}"));
+    let data = event.aws_logs.data;
+    match data.message_type.as_str() {
+        "CONTROL_MESSAGE" => {}
+        "DATA_MESSAGE" => {
+            assert!(!data.log_events.is_empty(), "{name}");
+            for e in &data.log_events {
+                let line = usage_from_logs::parse_line(&e.message)
+                    .unwrap_or_else(|err| panic!("{name}: event {}: {err}", e.id));
+                assert_eq!(line.time.timestamp_millis(), e.timestamp, "{name}");
+            }
+            let planned = usage_from_logs::plan(
+                &data.log_group,
+                &data
+                    .log_events
+                    .iter()
+                    .map(|e| usage_from_logs::LogEvent {
+                        id: e.id.clone(),
+                        message: e.message.clone(),
+                    })
+                    .collect::<Vec<_>>(),
+            );
+            assert!(planned.malformed.is_empty(), "{name}");
+        }
+        other => panic!("{name}: messageType {other}"),
+    }
+}
+
 #[test]
 fn every_sample_event_parses_as_its_functions_input() {
     let routes = template::routes_by_function(&template::load());
@@ -243,12 +277,13 @@ fn every_sample_event_parses_as_its_functions_input() {
                 }
                 "authorizer" => check_authorizer_sample(file, text),
                 "billing-run" => check_billing_run_sample(file, text),
+                "usage-from-logs" => check_usage_from_logs_sample(file, text),
                 other => panic!("events/{other}: no function of that name"),
             }
             checked += 1;
         }
     }
-    assert!(checked >= 13, "only {checked} samples");
+    assert!(checked >= 15, "only {checked} samples");
 }
 
 #[test]

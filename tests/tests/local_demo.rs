@@ -137,6 +137,33 @@ async fn the_demo_month_from(start: &str) {
     assert_eq!(eve.usage_state.as_deref(), Some("no_credit"), "{printed}");
     assert_eq!(entitlement("eve-ai"), Some((402, "no_credit".into())));
 
+    // The consumers' apps call the API (/_local/api, through the authorizer) after the month
+    // closed: what they see on the wire is what the entitlement check said — 200 when
+    // allowed, otherwise API Gateway's ACCESS_DENIED 403 carrying the reason and the intended
+    // status (eve-ai: no_credit 402, dan-data: suspended 403).
+    for c in &report.consumers {
+        let (Some(e), Some(call)) = (&c.entitlement, &c.api_call) else {
+            continue;
+        };
+        if e["allow"] == true {
+            assert_eq!(call.status, 200, "{}: {call:?}", c.consumer_id);
+        } else {
+            assert_eq!(call.status, 403, "{}: {call:?}", c.consumer_id);
+            assert_eq!(call.body["status"], e["status"], "{}", c.consumer_id);
+            assert_eq!(call.body["error"], e["reason"], "{}", c.consumer_id);
+        }
+    }
+    assert_eq!(
+        report
+            .consumer("eve-ai")
+            .unwrap()
+            .api_call
+            .as_ref()
+            .map(|c| (c.status, c.body["status"].as_u64())),
+        Some((403, Some(402))),
+        "{printed}"
+    );
+
     // The domain events of the month.
     let n = |t: &str| report.events.get(t).copied().unwrap_or(0);
     assert_eq!(n("SubscriptionActivated"), 6, "{:?}", report.events);

@@ -60,8 +60,8 @@ fn every_code_uri_is_a_workspace_crate_with_a_binary() {
     let functions = template::functions(&tpl);
     assert_eq!(
         functions.len(),
-        5,
-        "checkout, stripe-webhook, usage, billing-run, authorizer"
+        6,
+        "checkout, stripe-webhook, usage, billing-run, authorizer, usage-from-logs"
     );
     for f in &functions {
         let bins = members.get(&f.code_uri).unwrap_or_else(|| {
@@ -134,6 +134,7 @@ fn the_http_api_serves_the_product_routes() {
         ("usage", vec!["POST /usage", "GET /entitlements/{key}"]),
         ("billing-run", vec![]),
         ("authorizer", vec![]),
+        ("usage-from-logs", vec![]),
     ]
     .into_iter()
     .map(|(f, r)| (f.to_owned(), r.into_iter().map(str::to_owned).collect()))
@@ -396,4 +397,33 @@ fn log_metric_filters_match_what_the_functions_log() {
         checked += 1;
     }
     assert!(checked >= 10, "only {checked} metric filters");
+}
+
+/// The access-log format tollgate exports for the provider's stage is the one
+/// usage-from-logs reads, and the sample provider API uses the export (not a copy).
+#[test]
+fn the_exported_access_log_format_is_the_one_usage_from_logs_reads() {
+    let tpl = template::load();
+    let exported = tpl["Outputs"]["UsageFromLogsAccessLogFormat"]["Value"]
+        .as_str()
+        .expect("UsageFromLogsAccessLogFormat output");
+    assert_eq!(exported, usage_from_logs::ACCESS_LOG_FORMAT);
+    let text =
+        std::fs::read_to_string(template::repo_root().join("examples/provider-api/template.yaml"))
+            .unwrap();
+    assert!(text.contains("${TollgateStackName}-AccessLogFormat"));
+    assert!(text.contains("${TollgateStackName}-UsageFromLogsFunctionArn"));
+    assert!(text.contains("${TollgateStackName}-AuthorizerFunctionArn"));
+    for export in [
+        "AccessLogFormat",
+        "UsageFromLogsFunctionArn",
+        "AuthorizerFunctionArn",
+    ] {
+        let found = tpl["Outputs"]
+            .as_mapping()
+            .unwrap()
+            .values()
+            .any(|o| format!("{:?}", o["Export"]["Name"]).contains(&format!("-{export}")));
+        assert!(found, "template.yaml exports {export}");
+    }
 }

@@ -106,6 +106,11 @@ pub struct Product {
     /// portal's upgrade target; moving them at renewal goes through the plan-change path).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub successor: Option<ProductId>,
+    /// Which calls of the provider's API count as usage when usage is read from the API
+    /// Gateway access log (`functions/usage-from-logs`): by default the successful ones
+    /// (HTTP 2xx and 3xx). Usage posted to `POST /usage` is counted as posted.
+    #[serde(default, skip_serializing_if = "BillableCalls::is_default")]
+    pub billable_calls: BillableCalls,
 }
 
 /// Whether a product is on sale.
@@ -122,6 +127,39 @@ pub enum ProductStatus {
 impl ProductStatus {
     pub fn is_active(&self) -> bool {
         matches!(self, ProductStatus::Active)
+    }
+}
+
+/// Which answered calls are billable, by the HTTP status the consumer received.
+///
+/// A call the tollgate authorizer refused (402 / 429 / 403, or 401 without a key) is never
+/// billable whatever this says: it was not served.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BillableCalls {
+    /// 200–399: the call succeeded (the default).
+    #[default]
+    Successful,
+    /// 200–499: client errors count too (the API did the work of answering them), server
+    /// errors (5xx) do not.
+    NotServerError,
+    /// Every status from 100 to 599, server errors included.
+    All,
+}
+
+impl BillableCalls {
+    /// Whether a call answered with HTTP `status` is billable under this setting. Statuses
+    /// outside 100–599 are never billable.
+    pub fn counts(self, status: u16) -> bool {
+        match self {
+            BillableCalls::Successful => (200..400).contains(&status),
+            BillableCalls::NotServerError => (200..500).contains(&status),
+            BillableCalls::All => (100..600).contains(&status),
+        }
+    }
+
+    fn is_default(&self) -> bool {
+        *self == BillableCalls::default()
     }
 }
 
@@ -361,6 +399,12 @@ impl Product {
     pub fn is_recurring(&self) -> bool {
         self.interval.is_some()
     }
+    /// Whether usage on `meter` counts for this product: a metered price or the quota uses
+    /// it (the rule `POST /usage` admits records by).
+    pub fn uses_meter(&self, meter: &MeterId) -> bool {
+        self.metered().any(|p| p.meter() == Some(meter))
+            || self.quota.as_ref().is_some_and(|q| &q.meter == meter)
+    }
     /// Metered components, in catalog order.
     pub fn metered(&self) -> impl Iterator<Item = &PriceComponent> {
         self.prices.iter().filter(|p| p.meter().is_some())
@@ -383,4 +427,40 @@ pub fn json_schema() -> String {
     let mut text = serde_json::to_string_pretty(&schema).expect("a schema serializes");
     text.push('\n');
     text
+}
+
+#[cfg(test)]
+mod billable_calls_tests {
+    use super::*;
+
+    #[test]
+    fn each_setting_counts_its_statuses() {
+        let s = BillableCalls::Successful;
+        assert!(!s.counts(199) && s.counts(200) && s.counts(399) && !s.counts(400));
+        let n = BillableCalls::NotServerError;
+        assert!(!n.counts(101) && n.counts(200) && n.counts(499) && !n.counts(500));
+        let a = BillableCalls::All;
+        assert!(!a.counts(99) && a.counts(100) && a.counts(599) && !a.counts(600));
+        assert_eq!(BillableCalls::default(), BillableCalls::Successful);
+    }
+
+    #[test]
+    fn a_product_without_the_setting_bills_successful_calls_and_keeps_it_out_of_its_json() {
+        let p: Product = serde_json::from_str(r#"{"id": "payg", "name": "PAYG"}"#).unwrap();
+        assert_eq!(p.billable_calls, BillableCalls::Successful);
+        assert!(
+            !serde_json::to_string(&p)
+                .unwrap()
+                .contains("billable_calls")
+        );
+        let p: Product = serde_json::from_str(
+            r#"{"id": "payg", "name": "PAYG", "billable_calls": "not_server_error"}"#,
+        )
+        .unwrap();
+        assert_eq!(p.billable_calls, BillableCalls::NotServerError);
+        assert!(
+            serde_json::from_str::<Product>(r#"{"id": "p", "name": "P", "billable_calls": "2xx"}"#)
+                .is_err()
+        );
+    }
 }

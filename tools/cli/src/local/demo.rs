@@ -134,11 +134,22 @@ pub struct ConsumerReport {
     /// Prepaid: usage paid from the credit, and usage beyond it (the floor stopped the draw).
     pub credit_drawn: Option<i64>,
     pub credit_uncovered: Option<i64>,
+    /// One call of the provider's API (`/_local/api`, through the authorizer) with the
+    /// consumer's key after the month closed, as the consumer's app sees it: the wire status
+    /// and body. Made after everything above was measured, so it changes none of it.
+    pub api_call: Option<ApiCall>,
     pub notes: Vec<String>,
     /// The consumer's API key as issued (never printed or serialized): for tests that call
     /// other entry points with it (the authorizer).
     #[serde(skip)]
     pub api_key: Option<String>,
+}
+
+/// A call of the provider's API as the consumer saw it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ApiCall {
+    pub status: u16,
+    pub body: Value,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -294,6 +305,7 @@ pub async fn run(stack: &LocalStack, out: &mut dyn Write) -> anyhow::Result<Demo
                 credit_balance: None,
                 credit_drawn: None,
                 credit_uncovered: None,
+                api_call: None,
                 notes: Vec::new(),
                 api_key: None,
             },
@@ -605,6 +617,40 @@ pub async fn run(stack: &LocalStack, out: &mut dyn Write) -> anyhow::Result<Demo
         "  billing runs: {billing_runs}, meter events reported to Stripe: {meter_events}"
     )?;
 
+    // Last, so that nothing above counts these calls: each consumer's app calls the API.
+    writeln!(
+        out,
+        "\n== the consumers call the API ({}/_local/api/v1/forecast, x-api-key) ==",
+        stack.info.base_url
+    )?;
+    for c in &mut consumers {
+        let Some(key) = &c.key else { continue };
+        let resp = http
+            .client
+            .get(format!(
+                "{}/_local/api/v1/forecast?city=lisbon",
+                stack.info.base_url
+            ))
+            .header("x-api-key", key)
+            .send()
+            .await?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await?;
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        let meaning = match (status, body["error"].as_str()) {
+            (200, _) => "served".to_string(),
+            (403, Some(reason)) => format!("refused: {reason}, meant as HTTP {}", body["status"]),
+            (s, Some(reason)) => format!("{s}: {reason}"),
+            (s, None) => format!("{s}"),
+        };
+        writeln!(
+            out,
+            "  {:<10} {:<12} HTTP {status}  {meaning}",
+            c.plan.consumer, c.plan.product
+        )?;
+        c.report.api_call = Some(ApiCall { status, body });
+    }
+
     Ok(DemoReport {
         started_at,
         ended_at,
@@ -840,7 +886,13 @@ async fn post_usage(
 /// The invoice Stripe finalised when the month `[start, end]` of `stripe_sub` closed: the
 /// renewal (`subscription_cycle`) invoice, which bills the month's metered usage in arrears and
 /// the next month's licensed fees in advance.
-fn month_invoice(stack: &LocalStack, stripe_sub: &str, end: Timestamp) -> Option<InvoiceSummary> {
+/// The emulator's `subscription_cycle` invoice of `stripe_sub` whose period ends at `end`
+/// (finalised or later), if Stripe made it.
+pub fn month_invoice(
+    stack: &LocalStack,
+    stripe_sub: &str,
+    end: Timestamp,
+) -> Option<InvoiceSummary> {
     let emulator = stack.emulator();
     let mut seen = std::collections::BTreeSet::new();
     for event in emulator.events() {

@@ -6,7 +6,7 @@ use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use billing_run::{BillingRun, RunConfig, RunSummary};
 use checkout::Checkout;
 use chrono::DateTime;
@@ -31,8 +31,10 @@ use tollgate_stripe_emulator::{
 };
 use tollgate_testkit::eventbridge::{CapturedEntry, EventBridgeCapture};
 use usage::Usage;
+use usage_from_logs::UsageFromLogs;
 
 use crate::apigw;
+use crate::gateway::{self, Call, Delivery, LogRecord};
 use crate::routes::{self, Function, Route};
 
 /// The Stripe key the functions use against the emulator (any `sk_test_` key works there).
@@ -63,6 +65,11 @@ pub struct StackOptions {
     /// performs under the function's folder name (`checkout`, `stripe-webhook`, `usage`,
     /// `billing-run`), so a test can hold them against the function's role in the template.
     pub dynamodb_calls: Option<tollgate_testkit::calls::CallLog>,
+    /// How the provider gateway's access log (`/_local/api`) reaches usage-from-logs:
+    /// `Some`: in these batches as soon as a batch is full, and whatever is pending every
+    /// second; `None`: only when asked ([`LocalStack::flush_access_log`],
+    /// `POST /_local/api-logs/flush`).
+    pub access_log_delivery: Option<Delivery>,
 }
 
 impl StackOptions {
@@ -75,6 +82,7 @@ impl StackOptions {
             table_name: format!("tollgate-local-{}", hex::encode(rand::random::<[u8; 4]>())),
             start_time: None,
             dynamodb_calls: None,
+            access_log_delivery: Some(Delivery::default()),
         }
     }
 }
@@ -111,12 +119,42 @@ impl Clock for EmulatorClock {
     }
 }
 
+/// The provider gateway's access log: lines written, not yet delivered.
+#[derive(Default)]
+struct AccessLog {
+    pending: Vec<LogRecord>,
+    next_id: u64,
+}
+
+/// What delivering the access log did, summed over its deliveries.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct FlushReport {
+    /// Subscription deliveries handed to usage-from-logs (redeliveries included).
+    pub deliveries: usize,
+    /// Log events delivered (a redelivered event counts each time).
+    pub log_events: usize,
+    pub billable_calls: usize,
+    /// Usage batches sent to the usage service, and those it had counted before.
+    pub batches: usize,
+    pub records_accepted: usize,
+    pub duplicate_batches: usize,
+    pub malformed: usize,
+    /// Deliveries the function failed (their lines are pending again).
+    pub failed: usize,
+}
+
 /// The handlers and services behind the one port.
 struct Shared {
     routes: Vec<Route>,
     checkout: Checkout,
     webhook: Webhook,
-    usage: Usage,
+    usage: Arc<Usage>,
+    authorizer: authorizer::Authorizer,
+    logs: UsageFromLogs,
+    access_log: std::sync::Mutex<AccessLog>,
+    /// One delivery at a time, as one subscription shard would.
+    flushing: tokio::sync::Mutex<()>,
+    delivery: Option<Delivery>,
     billing: BillingRun,
     emulator: Arc<RunningEmulator>,
     capture: Arc<EventBridgeCapture>,
@@ -133,11 +171,15 @@ pub struct LocalStack {
     pub routes: Vec<Route>,
     shared: Arc<Shared>,
     server: tokio::task::JoinHandle<()>,
+    log_ticker: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for LocalStack {
     fn drop(&mut self) {
         self.server.abort();
+        if let Some(t) = &self.log_ticker {
+            t.abort();
+        }
     }
 }
 
@@ -265,7 +307,7 @@ impl LocalStack {
             webhook_secret: Secret::from_value("STRIPE_WEBHOOK_SECRET", webhook_secret.clone()),
             credit_policy,
         };
-        let usage = Usage::new(
+        let usage = Arc::new(Usage::new(
             store_of("usage"),
             publisher.clone(),
             catalog.clone(),
@@ -273,7 +315,14 @@ impl LocalStack {
             IngestWindow::default(),
             clock.clone(),
             Secret::from_value("GATEWAY_SECRET", gateway_secret.clone()),
+        ));
+        let authorizer = authorizer::Authorizer::new(
+            store_of("authorizer"),
+            catalog.clone(),
+            clock.clone(),
+            "x-api-key",
         );
+        let logs = UsageFromLogs::new(usage.clone(), store_of("usage-from-logs"), catalog.clone());
         let billing = BillingRun::new(
             store_of("billing-run"),
             payments.clone(),
@@ -300,6 +349,11 @@ impl LocalStack {
             checkout,
             webhook,
             usage,
+            authorizer,
+            logs,
+            access_log: std::sync::Mutex::new(AccessLog::default()),
+            flushing: tokio::sync::Mutex::new(()),
+            delivery: opts.access_log_delivery,
             billing,
             emulator,
             capture,
@@ -317,6 +371,17 @@ impl LocalStack {
                 tracing::error!(error = %e, "local stack server stopped");
             }
         });
+        // CloudWatch delivers a subscription's lines within seconds: so does the stack.
+        let log_ticker = opts.access_log_delivery.map(|how| {
+            let weak = Arc::downgrade(&shared);
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    let Some(shared) = weak.upgrade() else { return };
+                    flush_access_log(&shared, how).await;
+                }
+            })
+        });
         Ok(Self {
             info,
             catalog,
@@ -324,6 +389,7 @@ impl LocalStack {
             routes,
             shared,
             server,
+            log_ticker,
         })
     }
 
@@ -351,6 +417,22 @@ impl LocalStack {
     /// `{"mode": "hourly"}`, `{}`).
     pub async fn billing_run(&self, payload: &Value) -> Result<RunSummary, String> {
         billing(&self.shared, payload).await
+    }
+
+    /// Delivers the provider gateway's pending access-log lines to usage-from-logs, `how`
+    /// batched (and redelivered, and reordered) as CloudWatch Logs would.
+    pub async fn flush_access_log(&self, how: Delivery) -> FlushReport {
+        flush_access_log(&self.shared, how).await
+    }
+
+    /// DynamoDB write requests the usage service has sent (each transaction is one).
+    pub fn usage_write_requests(&self) -> u64 {
+        self.shared.usage.write_requests()
+    }
+
+    /// Access-log lines written and not delivered yet.
+    pub fn pending_access_log(&self) -> usize {
+        self.shared.access_log.lock().expect("lock").pending.len()
     }
 
     /// Writes [`LocalInfo`] as JSON to `path` (creating its folder).
@@ -392,6 +474,9 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/_local/events", get(local_events))
         .route("/_local/clock/advance", post(local_advance))
         .route("/_local/billing-run", post(local_billing_run))
+        .route("/_local/api", any(local_api))
+        .route("/_local/api/{*rest}", any(local_api))
+        .route("/_local/api-logs/flush", post(local_flush))
         .merge(crate::portal::router())
         .route("/portal/api/{*rest}", get(portal_proxy).post(portal_proxy))
         .fallback(function_route)
@@ -599,4 +684,159 @@ async fn local_billing_run(
             error(StatusCode::BAD_REQUEST, field, e)
         }
     }
+}
+
+/// Hands the pending access-log lines to the usage-from-logs handler as CloudWatch Logs
+/// subscription events (gzip + base64 JSON). A delivery the handler fails is pending again,
+/// as Lambda would retry it.
+async fn flush_access_log(shared: &Shared, how: Delivery) -> FlushReport {
+    let _one_at_a_time = shared.flushing.lock().await;
+    let records = std::mem::take(&mut shared.access_log.lock().expect("lock").pending);
+    let mut report = FlushReport::default();
+    for batch in gateway::deliveries(&records, how) {
+        let payload: aws_lambda_events::cloudwatch_logs::LogsEvent =
+            // From the bytes, as the Lambda runtime reads it (LogsEvent borrows its keys).
+            serde_json::from_str(&gateway::subscription_event(&batch).to_string())
+                .expect("the subscription event decodes");
+        report.deliveries += 1;
+        report.log_events += batch.len();
+        let event = lambda_runtime::LambdaEvent::new(payload, lambda_runtime::Context::default());
+        match shared.logs.handle(event).await {
+            Ok(s) => {
+                report.billable_calls += s.billable_calls;
+                report.batches += s.batches;
+                report.records_accepted += s.records_accepted;
+                report.duplicate_batches += s.duplicate_batches;
+                report.malformed += s.malformed;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "usage-from-logs failed a delivery: it will be retried");
+                report.failed += 1;
+                shared
+                    .access_log
+                    .lock()
+                    .expect("lock")
+                    .pending
+                    .extend(batch);
+            }
+        }
+    }
+    report
+}
+
+/// `/_local/api/...`: the provider's REST API (`examples/provider-api/template.yaml`) —
+/// tollgate's authorizer, then the sample upstream or the gateway response — writing one
+/// access-log line per call.
+async fn local_api(State(shared): State<Arc<Shared>>, req: Request) -> Response {
+    let (parts, _body) = req.into_parts();
+    let path = parts
+        .uri
+        .path()
+        .strip_prefix("/_local/api")
+        .filter(|p| !p.is_empty())
+        .unwrap_or("/")
+        .to_string();
+    let call = Call {
+        method: parts.method.clone(),
+        path,
+        query: parts.uri.query().map(String::from),
+        headers: parts.headers.clone(),
+        request_id: uuid_like(),
+        time: shared.clock.now(),
+    };
+    let event = gateway::authorizer_event(&call);
+    let (status, body, context) = match shared.authorizer.authorize(&event).await {
+        Err(authorizer::AuthorizerError::Unauthorized) => (
+            401,
+            json!({"error": "missing_key", "status": 401}).to_string(),
+            None,
+        ),
+        Err(authorizer::AuthorizerError::Store(e)) => {
+            tracing::error!(error = %e, "authorizer failed");
+            (
+                503,
+                json!({"error": "authorizer_unavailable", "status": 503}).to_string(),
+                None,
+            )
+        }
+        Ok(answer) => {
+            let context = answer["context"].clone();
+            if answer["policyDocument"]["Statement"][0]["Effect"] == "Allow" {
+                let sub = context["subscription_id"].as_str().unwrap_or_default();
+                let (status, body) = gateway::upstream(&call, sub);
+                (status, body, Some(context))
+            } else {
+                // ACCESS_DENIED: API Gateway fixes the status (403); the body carries the
+                // reason and the status tollgate meant (402 / 429 / 403).
+                let body = format!(
+                    r#"{{"error": "{}", "status": {}}}"#,
+                    context["reason"].as_str().unwrap_or_default(),
+                    context["status"]
+                );
+                (403, body, Some(context))
+            }
+        }
+    };
+    let line = gateway::access_log_line(&call, status, context.as_ref(), body.len());
+    let full = {
+        let mut log = shared.access_log.lock().expect("lock");
+        log.next_id += 1;
+        let id = format!("{:056}", log.next_id);
+        log.pending.push(LogRecord {
+            id,
+            timestamp_ms: call.time.timestamp_millis(),
+            message: line,
+        });
+        shared
+            .delivery
+            .filter(|how| log.pending.len() >= how.batch_size)
+    };
+    if let Some(how) = full {
+        flush_access_log(&shared, how).await;
+    }
+    let mut r = json_response(
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        &Value::Null,
+    );
+    *r.body_mut() = axum::body::Body::from(body);
+    r.headers_mut().insert(
+        "x-amzn-requestid",
+        HeaderValue::from_str(&call.request_id).expect("hex"),
+    );
+    r
+}
+
+/// An API Gateway-like request id.
+fn uuid_like() -> String {
+    let h = hex::encode(rand::random::<[u8; 16]>());
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
+#[derive(Deserialize)]
+struct FlushQuery {
+    batch_size: Option<usize>,
+    redeliver_every: Option<usize>,
+    reverse: Option<bool>,
+}
+
+/// `POST /_local/api-logs/flush[?batch_size=N&redeliver_every=N&reverse=true]`.
+async fn local_flush(State(shared): State<Arc<Shared>>, Query(q): Query<FlushQuery>) -> Response {
+    let d = Delivery::default();
+    let how = Delivery {
+        batch_size: q.batch_size.unwrap_or(d.batch_size).clamp(1, 10_000),
+        redeliver_every: q.redeliver_every.unwrap_or(d.redeliver_every),
+        reverse: q.reverse.unwrap_or(false),
+    };
+    let report = flush_access_log(&shared, how).await;
+    json_response(
+        StatusCode::OK,
+        &serde_json::to_value(report).expect("report serializes"),
+    )
 }
