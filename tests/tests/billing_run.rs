@@ -200,6 +200,7 @@ impl World {
             cancel_at_period_end: false,
             access_expires_at: None,
             last_stripe_event_at: Some(now),
+            periods: Default::default(),
             created_at: now,
             updated_at: now,
             version: 0,

@@ -287,6 +287,7 @@ mod tests {
             cancel_at_period_end: false,
             access_expires_at: None,
             last_stripe_event_at: None,
+            periods: Default::default(),
             created_at: now(),
             updated_at: now(),
             version: 0,
