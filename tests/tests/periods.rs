@@ -616,3 +616,54 @@ async fn a_late_renewal_webhook_leaves_the_new_period_open() {
     );
     assert_eq!(w.entitlement(&key).await["status"], 429);
 }
+
+/// During a Stripe trial the portal's quote is what Stripe bills for it: nothing (the trial's
+/// invoice is $0; usage in a trial is not billed either: the emulator's first cycle invoice
+/// after the trial bills no usage of it). After the trial, the quote is the period's price.
+#[tokio::test]
+async fn the_quote_during_a_trial_is_what_stripe_bills_for_it() {
+    let start = utc(2026, 10, 15, 13, 37);
+    let w = world(start).await;
+    let (status, body) = w
+        .call(
+            Handler::Portal,
+            "POST",
+            "/checkout/sessions",
+            Some(json!({
+                "consumer_id": "tia", "product_id": "team", "subscription_name": "main", "seats": 2,
+                "success_url": format!("{PORTAL}/ok"), "cancel_url": format!("{PORTAL}/cancel"),
+            })),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    w.stripe
+        .complete_checkout(body["id"].as_str().unwrap(), Card::Good)
+        .unwrap();
+    w.deliver_webhooks().await;
+    let sub = body["subscription_id"].as_str().unwrap().to_string();
+    let trial_end = start + Duration::days(14);
+    w.at(start + Duration::days(3));
+    let (_, view) = w.view("tia", &sub).await;
+    assert_eq!(view["status"], "active", "{view}");
+    assert_eq!(view["trial_ends_at"], ts(trial_end), "{view}");
+    assert_eq!(view["quote"]["total"], 0, "{view}");
+    assert_eq!(view["period_end"], ts(trial_end), "{view}");
+    // Stripe's own bill for the trial: the subscription's first invoice.
+    let stripe_sub = w.stripe_subscription(&sub);
+    let first = w
+        .stripe
+        .object(
+            w.stripe.object(&stripe_sub).unwrap()["latest_invoice"]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap();
+    assert_eq!(first["total"], 0, "{first:#}");
+
+    w.at(trial_end + minutes(5));
+    w.deliver_webhooks().await;
+    let (_, view) = w.view("tia", &sub).await;
+    assert!(view.get("trial_ends_at").is_none(), "{view}");
+    assert_eq!(view["period_start"], ts(trial_end), "{view}");
+    assert_eq!(view["quote"]["total"], 3_000, "{view}");
+}
