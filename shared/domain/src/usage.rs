@@ -1032,6 +1032,38 @@ mod period_tests {
         );
         // The cancel is the period's end.
         assert_eq!(billing_period(&s, end - Duration::seconds(1)), (start, end));
+
+        // Suspended on Nov 2 at 08:00 (retries exhausted): usage from before still counts,
+        // usage after is refused as inactive (the subscription has not ended); paid again,
+        // it counts again.
+        let mut s = sub(start);
+        s.observe_stripe_periods(&snap(start, at(2026, 11, 15, 13, 37, 0)));
+        let suspended = at(2026, 11, 2, 8, 0, 0);
+        crate::lifecycle::apply(&mut s, crate::lifecycle::BillingFact::Unpaid, suspended);
+        assert_eq!(s.status, SubscriptionStatus::Suspended);
+        assert_eq!(
+            admit(Some(&s), Some(&p), &m, suspended - Duration::seconds(1)),
+            Ok(())
+        );
+        assert_eq!(
+            admit(Some(&s), Some(&p), &m, suspended),
+            Err(Rejection::InactiveSubscription)
+        );
+        crate::lifecycle::apply(
+            &mut s,
+            crate::lifecycle::BillingFact::Paid,
+            suspended + Duration::hours(5),
+        );
+        assert_eq!(admit(Some(&s), Some(&p), &m, suspended), Ok(()));
+        // Unknown subscription and a meter the product does not use keep their reasons.
+        assert_eq!(
+            admit(None, Some(&p), &m, start),
+            Err(Rejection::UnknownSubscription)
+        );
+        assert_eq!(
+            admit(Some(&s), Some(&p), &MeterId::parse("bytes").unwrap(), start),
+            Err(Rejection::MeterNotInProduct)
+        );
     }
 
     fn arb_anchor() -> impl Strategy<Value = Timestamp> {
