@@ -93,12 +93,23 @@ async fn the_demo_month_invoices_what_the_pricing_engine_quotes() {
     }
     // The declined card at checkout was refused, the second one paid.
     assert!(printed.contains("fay-co: checkout for basic with a Declined card refused"));
-    // Free: over its 100-call quota → 429, no invoice.
+    // Free: over its 100-call quota → 429 for the rest of its month, no invoice. The quota's
+    // month is the subscription's own (anchored at its start): once the month closed, a new
+    // window began and the gateway answers 200 again, whatever the start date.
     assert_eq!(status("ada-labs"), "active");
-    assert_eq!(
-        entitlement("ada-labs"),
-        Some((429, "quota_exceeded".into()))
-    );
+    let in_month = report
+        .consumer("ada-labs")
+        .unwrap()
+        .entitlement_in_month
+        .as_ref()
+        .map(|e| {
+            (
+                e["status"].as_u64().unwrap_or(0),
+                e["reason"].as_str().unwrap_or("").to_string(),
+            )
+        });
+    assert_eq!(in_month, Some((429, "quota_exceeded".into())));
+    assert_eq!(entitlement("ada-labs"), Some((200, "ok".into())));
     assert!(report.consumer("ada-labs").unwrap().invoice.is_none());
     // Prepaid: the $10 ran out → 402 at the gateway.
     let eve = report.consumer("eve-ai").unwrap();

@@ -120,8 +120,12 @@ pub struct ConsumerReport {
     pub calls_accepted: u64,
     /// The last usage answer's state (`ok`, `quota_exceeded`, `no_credit`, ...).
     pub usage_state: Option<String>,
-    /// `GET /entitlements/{key}` at the end of the usage days.
+    /// `GET /entitlements/{key}` after the month closed.
     pub entitlement: Option<Value>,
+    /// `GET /entitlements/{key}` after the last usage day, inside the month (a quota's 429
+    /// lasts until its window ends: the subscription's own month, so it has reset by the time
+    /// the month closed).
+    pub entitlement_in_month: Option<Value>,
     /// Stripe's invoice for the month (metered products).
     pub invoice: Option<InvoiceSummary>,
     /// The pricing engine's quote for `calls_counted`.
@@ -281,6 +285,7 @@ pub async fn run(stack: &LocalStack, out: &mut dyn Write) -> anyhow::Result<Demo
                 calls_accepted: 0,
                 usage_state: None,
                 entitlement: None,
+                entitlement_in_month: None,
                 invoice: None,
                 quote_total: None,
                 credit_purchased: plan.credit,
@@ -432,6 +437,16 @@ pub async fn run(stack: &LocalStack, out: &mut dyn Write) -> anyhow::Result<Demo
         if USAGE_DAYS.contains(&day) {
             advance_to(stack, midnight + Span::hours(17)).await;
             post_usage(&http, &mut consumers, midnight, day, out).await?;
+            if Some(&day) == USAGE_DAYS.last() {
+                for c in &mut consumers {
+                    if let Some(key) = &c.key {
+                        let (_, ent) = http
+                            .gateway(reqwest::Method::GET, &format!("/entitlements/{key}"), None)
+                            .await?;
+                        c.report.entitlement_in_month = Some(ent);
+                    }
+                }
+            }
         }
     }
     let ended_at = stack.now();
