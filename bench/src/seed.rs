@@ -32,6 +32,7 @@ pub fn subscription(
         cancel_at_period_end: false,
         access_expires_at: None,
         last_stripe_event_at: Some(now),
+        periods: Default::default(),
         created_at: period_start,
         updated_at: now,
         version: 0,

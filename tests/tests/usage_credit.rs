@@ -309,6 +309,7 @@ impl World {
             cancel_at_period_end: false,
             access_expires_at: None,
             last_stripe_event_at: None,
+            periods: Default::default(),
             created_at: self.now - Duration::days(1),
             updated_at: self.now - Duration::days(1),
             version: 0,

@@ -27,6 +27,7 @@ use tollgate_domain::ports::{
 };
 use tollgate_domain::subscription::{Subscription, SubscriptionStatus};
 use tollgate_domain::time::{Clock, Duration, NaiveDate, Timestamp};
+use tollgate_domain::usage;
 
 pub use config::RunConfig;
 pub use input::{InputError, RunRequest};
@@ -259,8 +260,7 @@ impl BillingRun {
                     let wanted = match pass {
                         Pass::All => true,
                         Pass::PeriodClosed => billing::period_just_ended(
-                            sub.current_period_start,
-                            sub.current_period_end,
+                            &usage::period_boundaries(&sub),
                             now,
                             &self.config.billing,
                         ),
@@ -303,12 +303,11 @@ impl BillingRun {
             ctx.summary.lock().expect("summary").skipped += meters.len() as u32;
             return;
         }
+        // Every boundary Stripe told (renewals, re-anchors, the cancel moment): slices end
+        // exactly there, so each meter event lands in the period its usage happened in.
         let (Some(customer), boundaries) = (
             sub.stripe_customer_id.clone(),
-            [sub.current_period_start, sub.current_period_end]
-                .into_iter()
-                .flatten()
-                .collect::<Vec<_>>(),
+            usage::period_boundaries(sub),
         ) else {
             ctx.summary.lock().expect("summary").skipped += meters.len() as u32;
             return;
@@ -572,9 +571,7 @@ impl BillingRun {
             .map_err(|e| payments_failure(&sub.id, None, &e))?;
         let before = sub.clone();
         let version = sub.version;
-        sub.current_period_start = snap.current_period_start.or(sub.current_period_start);
-        sub.current_period_end = snap.current_period_end.or(sub.current_period_end);
-        sub.cancel_at_period_end = snap.cancel_at_period_end;
+        sub.observe_stripe_periods(&snap);
         let effects = match BillingFact::of_stripe(&snap.status) {
             Some(fact) => lifecycle::apply(&mut sub, fact, now),
             None => &[],

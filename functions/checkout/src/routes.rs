@@ -21,7 +21,8 @@ use tollgate_domain::ports::{
 };
 use tollgate_domain::pricing::{self, Quote, QuoteRequest};
 use tollgate_domain::subscription::{Subscription, SubscriptionStatus};
-use tollgate_domain::time::{Duration, Timestamp, hour_start};
+use tollgate_domain::time::Timestamp;
+use tollgate_domain::usage;
 
 /// Longest subscription name accepted (it goes into Stripe metadata, whose values hold 500).
 const MAX_NAME_LEN: usize = 100;
@@ -72,10 +73,14 @@ pub struct SubscriptionView {
     pub cancel_at_period_end: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub access_expires_at: Option<Timestamp>,
-    /// The period usage and the quote cover: Stripe's billing period, or the calendar month
-    /// for subscriptions Stripe does not bill.
+    /// The period usage and the quote cover (`usage::billing_period`, the window ingestion and
+    /// the billing run use): Stripe's billing period, or the subscription's own month for
+    /// subscriptions Stripe does not bill.
     pub period_start: Timestamp,
     pub period_end: Timestamp,
+    /// End of the Stripe trial in progress: the quote is what Stripe bills for it (nothing).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trial_ends_at: Option<Timestamp>,
     /// Usage so far this period, per meter the product counts.
     pub usage: BTreeMap<MeterId, u64>,
     /// The bill so far (metered usage priced with Stripe's arithmetic; licensed fees in full).
@@ -224,6 +229,7 @@ impl Checkout {
                 cancel_at_period_end: false,
                 access_expires_at: None,
                 last_stripe_event_at: None,
+                periods: Default::default(),
                 created_at: now,
                 updated_at: now,
                 version: 0,
@@ -290,6 +296,7 @@ impl Checkout {
             cancel_at_period_end: false,
             access_expires_at: None,
             last_stripe_event_at: None,
+            periods: Default::default(),
             created_at: now,
             updated_at: now,
             version: 0,
@@ -413,23 +420,40 @@ impl Checkout {
     }
 
     async fn view(&self, sub: Subscription, now: Timestamp) -> Result<SubscriptionView, ApiError> {
-        let (period_start, period_end) = tollgate_domain::usage::quota_period(&sub, now);
         let product = self.catalog.product(sub.product_id.as_str());
+        // The windows ingestion, the quota and the billing run read, to the second.
+        let (period_start, period_end) = usage::billing_period(&sub, now);
+        let (quota_start, quota_end) = usage::quota_window(&sub, product, now);
         let mut meters: BTreeSet<MeterId> = BTreeSet::new();
         if let Some(p) = product {
             meters.extend(p.metered().filter_map(|c| c.meter().cloned()));
             meters.extend(p.quota.as_ref().map(|q| q.meter.clone()));
         }
-        // Buckets are hourly; the current hour's bucket counts too.
-        let to = hour_start(now) + Duration::hours(1);
         let mut usage = BTreeMap::new();
         for meter in meters {
             let buckets = self
                 .store
-                .usage_buckets(&sub.id, &meter, period_start, to.min(period_end))
+                .usage_buckets(&sub.id, &meter, period_start, period_end)
                 .await?;
             usage.insert(meter, buckets.iter().map(|b| b.quantity).sum::<u64>());
         }
+        let quota_used = match product.and_then(|p| p.quota.as_ref()) {
+            Some(q) if (quota_start, quota_end) != (period_start, period_end) => Some(
+                self.store
+                    .usage_buckets(&sub.id, &q.meter, quota_start, quota_end)
+                    .await?
+                    .iter()
+                    .map(|b| b.quantity)
+                    .sum::<u64>(),
+            ),
+            Some(q) => Some(usage.get(&q.meter).copied().unwrap_or(0)),
+            None => None,
+        };
+        // Stripe bills nothing for a trial (usage in it included): the quote says so.
+        let trial_ends_at = sub
+            .periods
+            .trial_end
+            .filter(|_| usage::in_trial(&sub, now) && sub.stripe_subscription_id.is_some());
         let (quote, quota) = match product {
             Some(p) => {
                 let req = QuoteRequest {
@@ -438,7 +462,15 @@ impl Checkout {
                     include_one_time: false,
                 };
                 match pricing::quote(&self.catalog, p, &req) {
-                    Ok(q) => {
+                    Ok(mut q) => {
+                        if let (Some(status), Some(used)) = (q.quota.as_mut(), quota_used) {
+                            status.used = used;
+                            status.exceeded = usage::quota_exceeded(used, status.limit);
+                        }
+                        if trial_ends_at.is_some() {
+                            q.lines.clear();
+                            q.total = 0;
+                        }
                         let quota = q.quota.clone();
                         (Some(q), quota)
                     }
@@ -472,6 +504,7 @@ impl Checkout {
             access_expires_at: sub.access_expires_at,
             period_start,
             period_end,
+            trial_ends_at,
             usage,
             quote,
             quota,
@@ -549,10 +582,7 @@ impl Checkout {
                         .cancel_at_period_end(&stripe_id)
                         .await
                         .map_err(payments_error)?;
-                    sub.cancel_at_period_end = snap.cancel_at_period_end;
-                    sub.current_period_start =
-                        snap.current_period_start.or(sub.current_period_start);
-                    sub.current_period_end = snap.current_period_end.or(sub.current_period_end);
+                    sub.observe_stripe_periods(&snap);
                     sub.updated_at = now;
                 }
                 None => {

@@ -25,12 +25,14 @@ use serde::Deserialize;
 use serde_json::Value;
 use std::sync::Arc;
 use tollgate_app::Secret;
-use tollgate_app::credit::{CreditPurchase, CreditStore, PurchaseOutcome, apply_credit_purchase};
+use tollgate_app::credit::{
+    CreditPurchase, CreditStore, PurchaseOutcome, apply_credit_purchase, apply_gate_writes,
+};
 use tollgate_app::error::json_response;
 use tollgate_domain::Catalog;
 use tollgate_domain::catalog::Access;
 use tollgate_domain::credit::CreditPolicy;
-use tollgate_domain::entitlement::status_gate_write;
+use tollgate_domain::entitlement::{GateFact, status_gate_write};
 use tollgate_domain::events::DomainEvent;
 use tollgate_domain::ids::{StripeId, SubscriptionId};
 use tollgate_domain::lifecycle::{self, BillingFact, Effect};
@@ -40,6 +42,7 @@ use tollgate_domain::ports::{
 };
 use tollgate_domain::subscription::{Subscription, SubscriptionStatus};
 use tollgate_domain::time::{Clock, DateTime, Duration, Timestamp};
+use tollgate_domain::usage;
 
 /// How long an event id stays claimed. Stripe retries a delivery for up to 3 days; 30 days
 /// also covers a manual "resend" from the dashboard much later.
@@ -372,9 +375,15 @@ impl Webhook {
             if let Some(s) = session_id.as_deref().and_then(|s| StripeId::parse(s).ok()) {
                 sub.stripe_checkout_session_id = Some(s);
             }
-            sub.current_period_start = snap.current_period_start.or(sub.current_period_start);
-            sub.current_period_end = snap.current_period_end.or(sub.current_period_end);
-            sub.cancel_at_period_end = snap.cancel_at_period_end;
+            let period_before = sub.current_period_start;
+            sub.observe_stripe_periods(&snap);
+            let renewed = sub.current_period_start != period_before;
+            let quota_window = self
+                .catalog
+                .product(sub.product_id.as_str())
+                .filter(|p| p.quota.is_some())
+                .map(|p| usage::quota_window(&sub, Some(p), now).0);
+            let sub_id = sub.id.clone();
             let effects: &[Effect] = match BillingFact::of_stripe(&snap.status) {
                 Some(fact) => lifecycle::apply(&mut sub, fact, now),
                 None => {
@@ -386,7 +395,15 @@ impl Webhook {
                 .commit_effects(ev, sub, version, status_before, effects, now)
                 .await?
             {
-                Some(outcome) => return Ok(outcome),
+                Some(outcome) => {
+                    if renewed
+                        && outcome == Outcome::Applied
+                        && let Some(window_start) = quota_window
+                    {
+                        self.clear_quota_gates(&sub_id, window_start).await?;
+                    }
+                    return Ok(outcome);
+                }
                 None => continue,
             }
         }
@@ -444,6 +461,32 @@ impl Webhook {
         Err(WebhookError::Retry(
             "subscription kept changing concurrently".into(),
         ))
+    }
+
+    /// A new period (a renewal, even a late one, or a re-anchor) clears the 429 gate of an
+    /// older quota window from the keys: the write names the new window and DynamoDB applies
+    /// it only to keys gated for an older one (`entitlement::KeyGate::needs`), so a block the
+    /// usage function already set for the new window stays.
+    async fn clear_quota_gates(
+        &self,
+        sub: &SubscriptionId,
+        window_start: Timestamp,
+    ) -> Result<(), WebhookError> {
+        let fact = GateFact::Quota {
+            window_start,
+            blocked_until: None,
+        };
+        let writes: Vec<Write> = self
+            .store
+            .list_key_entitlements(sub)
+            .await?
+            .into_iter()
+            .filter(|(k, g)| k.revoked_at.is_none() && g.needs(&fact))
+            .map(|(k, _)| Write::SetKeyGate { hash: k.hash, fact })
+            .collect();
+        apply_gate_writes(&*self.store, writes)
+            .await
+            .map_err(|e| WebhookError::Retry(e.to_string()))
     }
 
     /// Commits the claim of `ev` with the subscription (under `version`), then publishes what

@@ -82,7 +82,8 @@ pub struct SubscriptionUsage {
     pub subscription_id: SubscriptionId,
     pub product_id: ProductId,
     pub state: UsageState,
-    /// Units this period, per meter the batch reported or the quota counts.
+    /// Units in the billing period `period_start`..`period_end` (`usage::billing_period`), per
+    /// meter the product bills or limits.
     pub usage: BTreeMap<MeterId, u64>,
     pub period_start: Timestamp,
     pub period_end: Timestamp,
@@ -271,7 +272,8 @@ impl Usage {
                 .get(&r.subscription_id)
                 .and_then(Option::as_ref);
             let product = sub.and_then(|s| self.catalog.product(s.product_id.as_str()));
-            match usage::admit(sub, product, &r.meter) {
+            // Judged at the record's own time: a record from before a cancel still counts.
+            match usage::admit(sub, product, &r.meter, r.timestamp) {
                 Ok(()) => admitted.push(r),
                 Err(reason) => rejections.push(RejectedRecord {
                     index: r.index,
@@ -282,7 +284,21 @@ impl Usage {
                 }),
             }
         }
-        let buckets = usage::aggregate(admitted.iter().copied());
+        // Buckets end at every period / quota-window boundary inside their hour, so each
+        // window is a whole number of buckets (to the second).
+        let buckets = usage::aggregate_by(admitted.iter().copied(), |r| {
+            match subscriptions
+                .get(&r.subscription_id)
+                .and_then(Option::as_ref)
+            {
+                Some(sub) => usage::bucket_start(
+                    sub,
+                    self.catalog.product(sub.product_id.as_str()),
+                    r.timestamp,
+                ),
+                None => hour_start(r.timestamp),
+            }
+        });
         let totals = usage::totals_by_meter(&buckets);
 
         // The claim lives as long as a re-send of this batch could still pass validation: a
@@ -447,7 +463,9 @@ impl Usage {
             let Some(product) = self.catalog.product(sub.product_id.as_str()) else {
                 continue;
             };
-            let (start, end) = usage::quota_period(sub, now);
+            // THE windows: the quota's (its own cadence) and the billing period's, to the second.
+            let (start, end) = usage::quota_window(sub, Some(product), now);
+            let billing = usage::billing_period(sub, now);
             let mut meters: BTreeSet<MeterId> = product
                 .metered()
                 .filter_map(|c| c.meter().cloned())
@@ -457,20 +475,35 @@ impl Usage {
             }
             let mut used = BTreeMap::new();
             for m in meters {
-                // The billing run's rule: a period's buckets are the hours that end inside it.
+                // No bucket straddles a boundary: a window's buckets are those starting in it.
                 let buckets = self
                     .store
-                    .usage_buckets(&sub.id, &m, hour_start(start), hour_start(end))
+                    .usage_buckets(&sub.id, &m, billing.0, billing.1)
                     .await?;
                 used.insert(m, buckets.iter().map(|b| b.quantity).sum::<u64>());
             }
-            let quota = product.quota.as_ref().map(|q| QuotaView {
-                meter: q.meter.clone(),
-                limit: q.limit,
-                used: used.get(&q.meter).copied().unwrap_or(0),
-                period_start: start,
-                period_end: end,
-            });
+            let quota = match &product.quota {
+                Some(q) => {
+                    let in_window = if (start, end) == billing {
+                        used.get(&q.meter).copied().unwrap_or(0)
+                    } else {
+                        self.store
+                            .usage_buckets(&sub.id, &q.meter, start, end)
+                            .await?
+                            .iter()
+                            .map(|b| b.quantity)
+                            .sum()
+                    };
+                    Some(QuotaView {
+                        meter: q.meter.clone(),
+                        limit: q.limit,
+                        used: in_window,
+                        period_start: start,
+                        period_end: end,
+                    })
+                }
+                None => None,
+            };
             let credit_balance = if product.prepaid {
                 if !accounts.contains_key(&sub.consumer_id)
                     && let Some(a) = self.store.get_credit_account(&sub.consumer_id).await?
@@ -498,7 +531,7 @@ impl Usage {
             {
                 self.quota_thresholds(sub, q, now).await?;
                 if exceeded {
-                    self.gate_quota(&sub.id, end).await?;
+                    self.gate_quota(&sub.id, start, end).await?;
                 }
             }
             out.push(SubscriptionUsage {
@@ -506,8 +539,8 @@ impl Usage {
                 product_id: sub.product_id.clone(),
                 state,
                 usage: used,
-                period_start: start,
-                period_end: end,
+                period_start: billing.0,
+                period_end: billing.1,
                 quota,
                 credit_balance,
             });
@@ -560,10 +593,19 @@ impl Usage {
         Ok(())
     }
 
-    /// Copies "quota used up until `until`" onto the subscription's keys that lack it (new
-    /// keys included), so the entitlement check answers 429 with one read.
-    async fn gate_quota(&self, sub: &SubscriptionId, until: Timestamp) -> Result<(), IngestError> {
-        let fact = GateFact::QuotaBlockedUntil(until);
+    /// Copies "the quota window starting at `window_start` is used up until `until`" onto the
+    /// subscription's keys that lack it (new keys included), so the entitlement check answers
+    /// 429 with one read. The gate names its window: a newer window replaces it.
+    async fn gate_quota(
+        &self,
+        sub: &SubscriptionId,
+        window_start: Timestamp,
+        until: Timestamp,
+    ) -> Result<(), IngestError> {
+        let fact = GateFact::Quota {
+            window_start,
+            blocked_until: Some(until),
+        };
         let writes: Vec<Write> = self
             .store
             .list_key_entitlements(sub)

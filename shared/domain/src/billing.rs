@@ -5,20 +5,20 @@
 //! [`plan_meter`] what to do, and carries it out (claim in DynamoDB → send → mark sent).
 //! `docs/billing-run.md` explains the design; the rules in short:
 //!
-//! * **Which period an hour belongs to.** Usage is counted in UTC-hour buckets, but Stripe
-//!   anchors billing periods at the subscription's start (say 13:37). A bucket belongs to the
-//!   period that contains its *end*: the hour 13:00–14:00 goes to the period starting 13:37.
-//!   So a period's buckets are the hours in `[floor_hour(start), floor_hour(end))`, its last
-//!   bucket closes *at or before* the period end, and the period can be flushed during the hour
-//!   Stripe waits before finalising the invoice (a bucket straddling the boundary moves at most
-//!   one hour of usage into the next period; the other choice could not be flushed in time).
-//! * **Slices.** The unit of reporting is a *slice*: the hours of one UTC day inside one
-//!   billing period. A slice never crosses a period, so its meter event's timestamp (the last
-//!   second of the slice) always lies inside the period the usage happened in.
-//! * **Closed.** A slice is closed once its last hour has ended and [`BillingConfig::settle`]
-//!   has passed (records in flight from the gateway arrive meanwhile). Only closed slices are
-//!   reported; a day is therefore reported after midnight UTC, and a period's last slice as soon
-//!   as the period has ended.
+//! * **Which period usage belongs to: the one its timestamp is in, to the second.** Usage is
+//!   counted in buckets of at most one UTC hour, and ingestion cuts a bucket at every period
+//!   boundary inside its hour (`usage::bucket_start`): with a period anchored at 13:37, the
+//!   hour 13:00–14:00 is two buckets, 13:00–13:37 and 13:37–14:00. So no bucket straddles a
+//!   boundary, and a period's buckets are exactly those starting in `[start, end)`.
+//! * **Slices.** The unit of reporting is a *slice*: the buckets of one UTC day inside one
+//!   billing period, cut at midnights and at the exact period boundaries. A slice never
+//!   crosses a period, so its meter event's timestamp (the last second of the slice) always
+//!   lies inside the period the usage happened in.
+//! * **Closed.** A slice is closed once it has ended and [`BillingConfig::settle`] has passed
+//!   (records in flight from the gateway arrive meanwhile). Only closed slices are reported; a
+//!   day is therefore reported after midnight UTC, and a period's last slice minutes after the
+//!   period (or the subscription, at a cancel) ended, while Stripe waits an hour before
+//!   finalising the invoice.
 //! * **Deltas.** Each report is the difference between a slice's closed buckets now and what the
 //!   ledger says was claimed for it. Records that arrive after a slice was reported ("late")
 //!   raise a bucket, and the next run reports the difference as a further entry of the slice.
@@ -36,7 +36,7 @@
 
 use crate::ids::{MeterId, SubscriptionId};
 use crate::ports::{LedgerEntry, UsageBucket};
-use crate::time::{Duration, NaiveDate, Timestamp, hour_start};
+use crate::time::{Duration, NaiveDate, Timestamp};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -117,18 +117,20 @@ pub fn date_start(d: NaiveDate) -> Timestamp {
     d.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc()
 }
 
-/// The end of the usage a run may report: hours ending by `until` (for a nightly run of date D,
-/// midnight after D) that have also settled by `now`.
+/// The end of the usage a run may report: slices ending by `until` (for a nightly run of date
+/// D, midnight after D) that have also settled by `now` (whole seconds).
 pub fn cutoff(until: Timestamp, now: Timestamp, cfg: &BillingConfig) -> Timestamp {
-    hour_start(until).min(hour_start(now - cfg.settle))
+    let settled = now - cfg.settle;
+    let settled = Timestamp::from_timestamp(settled.timestamp(), 0).expect("in range");
+    until.min(settled)
 }
 
-/// The hours of one UTC day inside one billing period: the unit a meter event reports.
+/// The buckets of one UTC day inside one billing period: the unit a meter event reports.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Slice {
-    /// First hour (inclusive).
+    /// Start (inclusive): a midnight or a period boundary.
     pub from: Timestamp,
-    /// End of the last hour (exclusive): a day end, or the hour a period boundary falls in.
+    /// End (exclusive): a midnight or a period boundary.
     pub to: Timestamp,
     /// The billing period the slice lies in, as far as known (`None`: not known to tollgate,
     /// e.g. the start of the period before the stored one).
@@ -138,7 +140,7 @@ pub struct Slice {
 
 impl Slice {
     /// The meter event timestamp for this slice: its last second. It lies inside the period,
-    /// because `to <= floor_hour(period_end)` and `to > period_start`.
+    /// because `period_start <= from < to <= period_end`.
     pub fn event_timestamp(&self) -> Timestamp {
         let t = self.to - Duration::seconds(1);
         match self.period_start {
@@ -157,15 +159,15 @@ impl Slice {
     }
 }
 
-/// Splits the hours `[from, to)` into slices: cut at every UTC midnight and at the hour each
-/// period boundary falls in. `boundaries` are the known period starts/ends (any order).
+/// Splits `[from, to)` into slices: cut at every UTC midnight and at each period boundary.
+/// `boundaries` are the known period starts/ends (any order).
 pub fn slices(boundaries: &[Timestamp], from: Timestamp, to: Timestamp) -> Vec<Slice> {
     let mut bounds: Vec<Timestamp> = boundaries.to_vec();
     bounds.sort();
     bounds.dedup();
     let mut cuts: Vec<Timestamp> = bounds
         .iter()
-        .map(|b| hour_start(*b))
+        .copied()
         .filter(|c| *c > from && *c < to)
         .collect();
     let mut day = day_start(from) + Duration::days(1);
@@ -178,19 +180,15 @@ pub fn slices(boundaries: &[Timestamp], from: Timestamp, to: Timestamp) -> Vec<S
     cuts.dedup();
 
     let mut out = Vec::with_capacity(cuts.len());
-    let mut start = hour_start(from);
+    let mut start = from;
     for cut in cuts {
         if cut <= start {
             continue;
         }
-        // The period containing the slice: the last boundary whose hour is at or before the
-        // slice start, and the first one whose hour is at or after its end.
-        let period_start = bounds
-            .iter()
-            .rev()
-            .find(|b| hour_start(**b) <= start)
-            .copied();
-        let period_end = bounds.iter().find(|b| hour_start(**b) >= cut).copied();
+        // The period containing the slice: the last boundary at or before its start, and the
+        // first one at or after its end.
+        let period_start = bounds.iter().rev().find(|b| **b <= start).copied();
+        let period_end = bounds.iter().find(|b| **b >= cut).copied();
         out.push(Slice {
             from: start,
             to: cut,
@@ -350,16 +348,13 @@ pub enum RunMode {
     PeriodClose,
 }
 
-/// Whether a subscription's stored period has a boundary that a period-close flush should act
-/// on now: one that passed less than the finalize grace (plus an hour of slack) ago.
-pub fn period_just_ended(
-    period_start: Option<Timestamp>,
-    period_end: Option<Timestamp>,
-    now: Timestamp,
-    cfg: &BillingConfig,
-) -> bool {
-    let recent = |b: Timestamp| b <= now && now - b < cfg.finalize_grace + Duration::hours(1);
-    period_start.is_some_and(recent) || period_end.is_some_and(recent)
+/// Whether a subscription has a period boundary (a period end, a re-anchor, the moment it
+/// ended) that a period-close flush should act on now: one that passed less than the finalize
+/// grace (plus an hour of slack) ago.
+pub fn period_just_ended(boundaries: &[Timestamp], now: Timestamp, cfg: &BillingConfig) -> bool {
+    boundaries
+        .iter()
+        .any(|b| *b <= now && now - *b < cfg.finalize_grace + Duration::hours(1))
 }
 
 #[cfg(test)]
@@ -440,16 +435,16 @@ mod tests {
     }
 
     #[test]
-    fn slices_cut_at_midnight_and_at_the_hour_of_a_period_boundary() {
-        // Period boundary at 13:37 on the 15th: the 13:00 bucket belongs to the new period.
+    fn slices_cut_at_midnight_and_at_the_exact_period_boundary() {
+        // Period boundary at 13:37 on the 15th: the slice ends there, to the second.
         let s = slices(&[t(15, 13, 37), t(1, 13, 37)], t(14, 0, 0), t(17, 0, 0));
         let spans: Vec<(Timestamp, Timestamp)> = s.iter().map(|x| (x.from, x.to)).collect();
         assert_eq!(
             spans,
             vec![
                 (t(14, 0, 0), t(15, 0, 0)),
-                (t(15, 0, 0), t(15, 13, 0)),
-                (t(15, 13, 0), t(16, 0, 0)),
+                (t(15, 0, 0), t(15, 13, 37)),
+                (t(15, 13, 37), t(16, 0, 0)),
                 (t(16, 0, 0), t(17, 0, 0)),
             ]
         );
@@ -471,7 +466,7 @@ mod tests {
         }
         assert_eq!(
             s[1].event_timestamp(),
-            t(15, 12, 59) + Duration::seconds(59)
+            t(15, 13, 36) + Duration::seconds(59)
         );
     }
 
@@ -520,9 +515,9 @@ mod tests {
 
     #[test]
     fn an_unsettled_hour_is_not_closed() {
-        // 00:03: the 23:00 hour ended, but records may still be in flight.
+        // 00:03: the day ended, but records may still be in flight.
         let cut = cutoff(t(21, 0, 0), t(21, 0, 3), &BillingConfig::default());
-        assert_eq!(cut, t(20, 23, 0));
+        assert_eq!(cut, t(20, 23, 58));
         let a = plan(
             &[],
             &[bucket(t(20, 5, 0), 1)],
@@ -564,8 +559,8 @@ mod tests {
         let at_14 = plan(&b, &buckets, &[], t(13, 0, 0), t(15, 14, 0), t(15, 14, 5));
         let r = reports(&at_14);
         assert_eq!(r.len(), 1, "{at_14:?}");
-        assert_eq!((r[0].from, r[0].to), (t(15, 0, 0), t(15, 13, 0)));
-        assert!(r[0].event_timestamp < t(15, 13, 37));
+        assert_eq!((r[0].from, r[0].to), (t(15, 0, 0), t(15, 13, 37)));
+        assert_eq!(r[0].event_timestamp, t(15, 13, 36) + Duration::seconds(59));
 
         let too_late = plan(&b, &buckets, &[], t(13, 0, 0), t(15, 15, 0), t(15, 14, 30));
         assert_eq!(
@@ -573,7 +568,7 @@ mod tests {
             vec![SliceAction::LateUnbilled {
                 slice: Slice {
                     from: t(15, 0, 0),
-                    to: t(15, 13, 0),
+                    to: t(15, 13, 37),
                     period_start: None,
                     period_end: Some(t(15, 13, 37)),
                 },
@@ -669,21 +664,14 @@ mod tests {
     #[test]
     fn period_close_detection() {
         let c = BillingConfig::default();
-        assert!(period_just_ended(
-            Some(t(15, 13, 37)),
-            None,
-            t(15, 14, 5),
-            &c
-        ));
+        assert!(period_just_ended(&[t(15, 13, 37)], t(15, 14, 5), &c));
         assert!(!period_just_ended(
-            Some(t(15, 13, 37)),
-            Some(t(16, 0, 0)),
+            &[t(15, 13, 37), t(16, 0, 0)],
             t(15, 17, 0),
             &c
         ));
         assert!(period_just_ended(
-            Some(t(1, 0, 0)),
-            Some(t(15, 13, 37)),
+            &[t(1, 0, 0), t(15, 13, 37)],
             t(15, 13, 40),
             &c
         ));

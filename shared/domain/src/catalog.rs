@@ -76,7 +76,7 @@ pub struct Product {
     /// Free trial days before the first charge (subscription products only).
     #[serde(default)]
     pub trial_days: u32,
-    /// Usage allowed per billing period (calendar month for products without an interval).
+    /// Usage allowed per quota window ([`Quota::period`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quota: Option<Quota>,
     /// Calls per minute the gateway allows.
@@ -167,8 +167,37 @@ impl BillableCalls {
 #[serde(deny_unknown_fields)]
 pub struct Quota {
     pub meter: MeterId,
-    /// Units per period; the gateway blocks (HTTP 429) past it.
+    /// Units per quota window; the gateway blocks (HTTP 429) once `used >= limit`.
     pub limit: u64,
+    /// The window the limit counts over. Default: the billing period for monthly products,
+    /// `month` for yearly products and products Stripe does not bill by period (free,
+    /// one-time, prepaid). Months and billing periods are anchored at the subscription's
+    /// anchor (a yearly plan's monthly quota resets on its anniversary day each month).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period: Option<QuotaPeriod>,
+}
+
+/// The cadence a quota resets on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum QuotaPeriod {
+    /// A month anchored at the subscription's anchor (its start, or Stripe's billing cycle
+    /// anchor), clamped to the month's last day as Stripe does.
+    Month,
+    /// The UTC day.
+    Day,
+    /// The subscription's billing period as Stripe tells it.
+    BillingPeriod,
+}
+
+impl Quota {
+    /// The cadence in force for a quota of `product` (see [`Quota::period`]).
+    pub fn cadence(&self, product: &Product) -> QuotaPeriod {
+        self.period.unwrap_or(match product.interval {
+            Some(Interval::Month) => QuotaPeriod::BillingPeriod,
+            _ => QuotaPeriod::Month,
+        })
+    }
 }
 
 /// One-time access: either until a fixed date or for a number of days from purchase.

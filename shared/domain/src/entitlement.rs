@@ -9,7 +9,7 @@
 //! |---|---|---|
 //! | `gate_status` | a commit that changes the subscription's status (`status_gate_write`) | `gate_status_version` < the subscription's new version |
 //! | `gate_no_credit` | every commit of a credit account (usage, purchase) | `gate_credit_version` < the account's new version |
-//! | `gate_quota_blocked_until` | the usage function when a quota is reached | only ever moves later |
+//! | `gate_quota_blocked_until` + `gate_quota_window` | the usage function when a quota is reached; the webhook clears it when a new period starts | a newer window replaces it; within one window the block only moves later |
 //!
 //! Each gate write carries the version of the fact it copies and is refused when the key
 //! already holds a newer one, so writers racing each other (a top-up and a depleting batch)
@@ -37,6 +37,9 @@ pub struct KeyGate {
     pub credit_version: Option<u64>,
     #[serde(default, rename = "gate_quota_blocked_until")]
     pub quota_blocked_until: Option<Timestamp>,
+    /// Start of the quota window the block belongs to (`usage::quota_window`).
+    #[serde(default, rename = "gate_quota_window")]
+    pub quota_window: Option<Timestamp>,
 }
 
 /// One fact copied onto a key item ([`Write::SetKeyGate`]).
@@ -49,8 +52,13 @@ pub enum GateFact {
     },
     /// Whether the consumer's credit account at its stored `version` is blocked.
     Credit { no_credit: bool, version: u64 },
-    /// The quota is used up until this instant (the end of the period).
-    QuotaBlockedUntil(Timestamp),
+    /// The quota window starting at `window_start` is used up until `blocked_until` (its
+    /// end), or (`None`) not blocked: a new window (a renewal, a re-anchor) clears the block
+    /// of an older one. The check ignores a block once `blocked_until` has passed.
+    Quota {
+        window_start: Timestamp,
+        blocked_until: Option<Timestamp>,
+    },
 }
 
 impl KeyGate {
@@ -64,7 +72,17 @@ impl KeyGate {
                 (self.no_credit != no_credit || self.credit_version.is_none())
                     && self.credit_version.is_none_or(|v| v < version)
             }
-            GateFact::QuotaBlockedUntil(t) => self.quota_blocked_until.is_none_or(|u| u < t),
+            GateFact::Quota {
+                window_start,
+                blocked_until,
+            } => match self.quota_window {
+                Some(w) if w > window_start => false,
+                Some(w) if w == window_start => {
+                    blocked_until.is_some_and(|t| self.quota_blocked_until.is_none_or(|u| u < t))
+                }
+                // A newer window (or a key gated before windows were recorded): replace.
+                _ => blocked_until.is_some() || self.quota_blocked_until.is_some(),
+            },
         }
     }
 }
@@ -302,6 +320,7 @@ mod tests {
             cancel_at_period_end: false,
             access_expires_at: None,
             last_stripe_event_at: None,
+            periods: Default::default(),
             created_at: now(),
             updated_at: now(),
             version: 0,
@@ -371,7 +390,25 @@ mod tests {
             no_credit: false,
             version: 0
         }));
-        assert!(g.needs(&GateFact::QuotaBlockedUntil(now())));
+        let block = |w: i64, until: Option<i64>| GateFact::Quota {
+            window_start: now() + chrono::Duration::days(w),
+            blocked_until: until.map(|d| now() + chrono::Duration::days(d)),
+        };
+        assert!(g.needs(&block(0, Some(30))));
+        assert!(!g.needs(&block(0, None)), "nothing to clear");
+        let blocked = KeyGate {
+            quota_blocked_until: Some(now() + chrono::Duration::days(30)),
+            quota_window: Some(now()),
+            ..KeyGate::default()
+        };
+        // Within one window the block only moves later; a newer window replaces it (a renewal
+        // clears it, even one that ends earlier than the old block); an older one never does.
+        assert!(!blocked.needs(&block(0, Some(29))));
+        assert!(blocked.needs(&block(0, Some(31))));
+        assert!(!blocked.needs(&block(0, None)));
+        assert!(blocked.needs(&block(1, None)));
+        assert!(blocked.needs(&block(1, Some(2))));
+        assert!(!blocked.needs(&block(-30, None)));
     }
 
     #[test]

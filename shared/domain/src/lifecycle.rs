@@ -247,8 +247,22 @@ pub fn transition(from: SubscriptionStatus, fact: BillingFact) -> Transition {
 pub fn apply(sub: &mut Subscription, fact: BillingFact, at: Timestamp) -> &'static [Effect] {
     let t = transition(sub.status, fact);
     if t.to != sub.status {
+        let had_access = sub.status.grants_access();
         sub.status = t.to;
         sub.updated_at = at;
+        // Usage is judged at its own time (`usage::admit`): remember when access stopped.
+        if t.to.grants_access() {
+            sub.periods.access_lost_at = None;
+        } else if had_access {
+            sub.periods.access_lost_at = Some(at);
+        }
+        if t.to.is_final() && sub.periods.ended_at.is_none() {
+            let end = match t.to {
+                SubscriptionStatus::Expired => sub.access_expires_at.map_or(at, |e| e.min(at)),
+                _ => at,
+            };
+            sub.periods.ended_at = Some(end);
+        }
     }
     t.effects
 }
@@ -282,6 +296,7 @@ mod tests {
             cancel_at_period_end: false,
             access_expires_at: None,
             last_stripe_event_at: None,
+            periods: Default::default(),
             created_at: t0(),
             updated_at: t0(),
             version: 1,

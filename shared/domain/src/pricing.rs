@@ -496,7 +496,7 @@ pub fn quote(
         meter: q.meter.clone(),
         limit: q.limit,
         used: used(&q.meter),
-        exceeded: used(&q.meter) > q.limit,
+        exceeded: crate::usage::quota_exceeded(used(&q.meter), q.limit),
     });
     Ok(Quote {
         product: product.id.clone(),

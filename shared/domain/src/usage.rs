@@ -11,10 +11,10 @@
 //! but belong to a subscription that is unknown or has no API access are *state* rejections:
 //! the batch is accepted without them and they are counted and listed as rejected.
 
-use crate::catalog::{Catalog, Product};
+use crate::catalog::{Catalog, Product, QuotaPeriod};
 use crate::ids::{MeterId, SubscriptionId, check_id};
 use crate::ports::UsageBucketKey;
-use crate::subscription::Subscription;
+use crate::subscription::{Subscription, SubscriptionStatus};
 use crate::time::{Duration, Timestamp, hour_start};
 use chrono::{Datelike, Months, TimeZone, Utc};
 use schemars::JsonSchema;
@@ -408,6 +408,24 @@ pub fn aggregate<'a>(
     buckets
 }
 
+/// Sums records into buckets starting where `start_of` says (see [`bucket_start`]): what
+/// one batch ADDs.
+pub fn aggregate_by<'a>(
+    records: impl IntoIterator<Item = &'a UsageRecord>,
+    start_of: impl Fn(&UsageRecord) -> Timestamp,
+) -> BTreeMap<UsageBucketKey, u64> {
+    let mut buckets = BTreeMap::new();
+    for r in records {
+        let key = UsageBucketKey {
+            subscription_id: r.subscription_id.clone(),
+            meter: r.meter.clone(),
+            hour: start_of(r),
+        };
+        *buckets.entry(key).or_insert(0u64) += r.value;
+    }
+    buckets
+}
+
 /// Units per (subscription, meter) in a set of buckets.
 pub fn totals_by_meter(
     buckets: &BTreeMap<UsageBucketKey, u64>,
@@ -431,6 +449,9 @@ pub enum Rejection {
     InactiveSubscription,
     /// The subscription's product neither bills nor limits this meter.
     MeterNotInProduct,
+    /// The record is timestamped before the subscription started or after it ended: no
+    /// invoice of it can bill the record.
+    OutsideSubscription,
 }
 
 impl Rejection {
@@ -439,19 +460,42 @@ impl Rejection {
             Rejection::UnknownSubscription => "unknown subscription",
             Rejection::InactiveSubscription => "subscription has no API access",
             Rejection::MeterNotInProduct => "the subscription's product does not use this meter",
+            Rejection::OutsideSubscription => {
+                "the record's timestamp is before the subscription started or after it ended"
+            }
         }
     }
 }
 
-/// Whether records of `sub` on `meter` are counted.
+/// Whether a record of `sub` on `meter`, timestamped `at`, is counted — judged at the record's
+/// own time, not at its arrival:
+/// * before the subscription started or from the moment it ended → `OutsideSubscription`;
+/// * while it had access, even if it arrives after a cancel or a suspension → counted (the
+///   billing run reports it to the final invoice while Stripe still waits to finalise it);
+/// * after access was lost by a suspension (still not ended) → `InactiveSubscription`.
 pub fn admit(
     sub: Option<&Subscription>,
     product: Option<&Product>,
     meter: &MeterId,
+    at: Timestamp,
 ) -> Result<(), Rejection> {
     let sub = sub.ok_or(Rejection::UnknownSubscription)?;
+    if at < live_from(sub) || sub.periods.ended_at.is_some_and(|end| at >= end) {
+        return Err(Rejection::OutsideSubscription);
+    }
     if !sub.status.grants_access() {
-        return Err(Rejection::InactiveSubscription);
+        // When access ended: the recorded moment, or (for a subscription that never had it or
+        // whose moment was not recorded) right away.
+        let lost = sub.periods.ended_at.or(sub.periods.access_lost_at);
+        let had_access = matches!(
+            sub.status,
+            SubscriptionStatus::Canceled
+                | SubscriptionStatus::Expired
+                | SubscriptionStatus::Suspended
+        );
+        if !(had_access && lost.is_some_and(|t| at < t)) {
+            return Err(Rejection::InactiveSubscription);
+        }
     }
     let product = product.ok_or(Rejection::UnknownSubscription)?;
     let uses = product.metered().any(|p| p.meter() == Some(meter))
@@ -463,21 +507,104 @@ pub fn admit(
     }
 }
 
-/// The period a subscription's quota counts in: Stripe's current period when the subscription
-/// has one that contains `now`; otherwise the month of the subscription's own cadence that
-/// contains `now` — months anchored at its start (`created_at`), as Stripe anchors a monthly
-/// billing cycle (docs.stripe.com/billing/subscriptions/billing-cycle: the anchor day, clamped
-/// to the month's last day). Free products have no Stripe subscription, and a period Stripe
-/// has not renewed yet must not stretch forever; a calendar month would reset the quota on the
-/// 1st whatever day the consumer subscribed.
-pub fn quota_period(sub: &Subscription, now: Timestamp) -> (Timestamp, Timestamp) {
-    if let (Some(s), Some(e)) = (sub.current_period_start, sub.current_period_end)
-        && s <= now
-        && now < e
-    {
+/// Since when a subscription's usage counts: its first Stripe period's start, or (a
+/// subscription Stripe does not bill) its creation.
+pub fn live_from(sub: &Subscription) -> Timestamp {
+    sub.periods.started_at.unwrap_or(sub.created_at)
+}
+
+/// The anchor of a subscription's months: Stripe's billing cycle anchor, else the start of
+/// its current period, else its creation.
+pub fn anchor(sub: &Subscription) -> Timestamp {
+    sub.periods
+        .anchor
+        .or(sub.current_period_start)
+        .unwrap_or(sub.created_at)
+}
+
+/// The known billing period boundaries of a subscription, ascending: the history Stripe told
+/// (period starts and ends, trial end, the moment it ended) and the stored current period.
+pub fn period_boundaries(sub: &Subscription) -> Vec<Timestamp> {
+    let mut b: Vec<Timestamp> = sub.periods.boundaries.clone();
+    b.extend(
+        [
+            sub.current_period_start,
+            sub.current_period_end,
+            sub.periods.started_at,
+            sub.periods.ended_at,
+        ]
+        .into_iter()
+        .flatten(),
+    );
+    if let Some(end) = sub.periods.ended_at {
+        b.retain(|x| *x <= end);
+    }
+    b.sort();
+    b.dedup();
+    b
+}
+
+/// THE billing period that contains `t` (start inclusive, end exclusive): between the known
+/// boundaries around it; past the last known one (a renewal not told yet) or for a
+/// subscription Stripe does not bill, the month of the subscription's own cadence
+/// ([`anchored_month`] from [`anchor`]), cut at the known boundaries. Ingestion (bucket
+/// splits), the quota, the portal's usage and quote and the billing run all use this.
+pub fn billing_period(sub: &Subscription, t: Timestamp) -> (Timestamp, Timestamp) {
+    let bounds = period_boundaries(sub);
+    let before = bounds.iter().rev().find(|b| **b <= t).copied();
+    let after = bounds.iter().find(|b| **b > t).copied();
+    if let (Some(s), Some(e)) = (before, after) {
         return (s, e);
     }
-    anchored_month(sub.current_period_start.unwrap_or(sub.created_at), now)
+    let (s, e) = anchored_month(anchor(sub), t);
+    (
+        before.map_or(s, |b| b.max(s)),
+        after.map_or(e, |a| a.min(e)),
+    )
+}
+
+/// The window a subscription's quota counts in at `t`, by the quota's cadence
+/// ([`crate::catalog::Quota::cadence`]); the billing period when the product has no quota.
+pub fn quota_window(
+    sub: &Subscription,
+    product: Option<&Product>,
+    t: Timestamp,
+) -> (Timestamp, Timestamp) {
+    let cadence = product.and_then(|p| p.quota.as_ref().map(|q| q.cadence(p)));
+    match cadence {
+        Some(QuotaPeriod::Day) => {
+            let start = crate::billing::day_start(t);
+            (start, start + Duration::days(1))
+        }
+        Some(QuotaPeriod::Month) => anchored_month(anchor(sub), t),
+        Some(QuotaPeriod::BillingPeriod) | None => billing_period(sub, t),
+    }
+}
+
+/// The period a subscription's quota counts in at `now` ([`quota_window`]); kept under its
+/// old name for the callers that read "the period" of a subscription.
+pub fn quota_period(
+    sub: &Subscription,
+    product: Option<&Product>,
+    now: Timestamp,
+) -> (Timestamp, Timestamp) {
+    quota_window(sub, product, now)
+}
+
+/// Whether `t` lies in a Stripe trial of `sub` (usage then is not billed by Stripe).
+pub fn in_trial(sub: &Subscription, t: Timestamp) -> bool {
+    sub.periods.trial_end.is_some_and(|end| t < end)
+}
+
+/// The start of the usage bucket a record at `t` is counted in: its UTC hour, cut at the
+/// latest billing period or quota window boundary inside that hour at or before `t`. So no
+/// bucket straddles a boundary and every window is a whole number of buckets.
+pub fn bucket_start(sub: &Subscription, product: Option<&Product>, t: Timestamp) -> Timestamp {
+    let hour = hour_start(t);
+    [billing_period(sub, t).0, quota_window(sub, product, t).0]
+        .into_iter()
+        .filter(|b| *b >= hour && *b <= t)
+        .fold(hour, Timestamp::max)
 }
 
 /// The month `[anchor + k months, anchor + (k+1) months)` that contains `now` (k may be
@@ -765,7 +892,11 @@ mod tests {
         }))
         .unwrap();
         // The subscription's month runs Nov 30 → Dec 30, across the calendar month's end.
-        let (s, e) = quota_period(&sub, Utc.with_ymd_and_hms(2026, 12, 20, 0, 0, 0).unwrap());
+        let (s, e) = quota_period(
+            &sub,
+            None,
+            Utc.with_ymd_and_hms(2026, 12, 20, 0, 0, 0).unwrap(),
+        );
         assert_eq!(s, created);
         assert_eq!(e, Utc.with_ymd_and_hms(2026, 12, 30, 0, 10, 0).unwrap());
     }
@@ -775,6 +906,231 @@ mod tests {
         let (s, e) = calendar_month(Utc.with_ymd_and_hms(2026, 12, 31, 23, 0, 0).unwrap());
         assert_eq!(s, Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap());
         assert_eq!(e, Utc.with_ymd_and_hms(2027, 1, 1, 0, 0, 0).unwrap());
+    }
+}
+
+#[cfg(test)]
+mod period_tests {
+    use super::*;
+    use crate::ports::{StripeSubscriptionStatus, SubscriptionSnapshot};
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn sub(created: Timestamp) -> Subscription {
+        serde_json::from_value(json!({
+            "id": "s", "consumer_id": "c", "product_id": "payg", "name": "n", "status": "active",
+            "created_at": created, "updated_at": created, "version": 0
+        }))
+        .unwrap()
+    }
+
+    fn snap(start: Timestamp, end: Timestamp) -> SubscriptionSnapshot {
+        SubscriptionSnapshot {
+            id: crate::ids::StripeId::parse("sub_1").unwrap(),
+            customer: crate::ids::StripeId::parse("cus_1").unwrap(),
+            status: StripeSubscriptionStatus::parse("active"),
+            current_period_start: Some(start),
+            current_period_end: Some(end),
+            cancel_at_period_end: false,
+            metadata: Default::default(),
+            items: vec![],
+            start_date: None,
+            billing_cycle_anchor: None,
+            trial_end: None,
+            ended_at: None,
+        }
+    }
+
+    fn product(quota: Value) -> Product {
+        serde_json::from_value(json!({"id": "p", "name": "P", "interval": "year", "quota": quota}))
+            .unwrap()
+    }
+
+    fn at(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> Timestamp {
+        Utc.with_ymd_and_hms(y, mo, d, h, mi, s).unwrap()
+    }
+
+    #[test]
+    fn buckets_split_at_a_mid_hour_boundary() {
+        let start = at(2026, 10, 15, 13, 37, 0);
+        let end = at(2026, 11, 15, 13, 37, 0);
+        let mut s = sub(start);
+        s.observe_stripe_periods(&snap(start, end));
+        // 25 and 5 minutes before the end: the 13:00 bucket, inside the period.
+        for m in [12, 32] {
+            let t = at(2026, 11, 15, 13, m, 0);
+            assert_eq!(bucket_start(&s, None, t), at(2026, 11, 15, 13, 0, 0));
+            assert_eq!(billing_period(&s, t), (start, end));
+        }
+        // Three minutes after: the bucket starts at the boundary, in the next period (known
+        // only as Stripe's next month from the anchor until the renewal is told).
+        let t = at(2026, 11, 15, 13, 40, 0);
+        assert_eq!(bucket_start(&s, None, t), end);
+        assert_eq!(billing_period(&s, t), (end, at(2026, 12, 15, 13, 37, 0)));
+    }
+
+    #[test]
+    fn a_yearly_plans_monthly_quota_resets_on_its_anniversary_day() {
+        let start = at(2027, 1, 31, 9, 15, 0);
+        let mut s = sub(start);
+        let mut sn = snap(start, at(2028, 1, 31, 9, 15, 0));
+        sn.billing_cycle_anchor = Some(start);
+        s.observe_stripe_periods(&sn);
+        let p = product(json!({"meter": "api_calls", "limit": 50000}));
+        let (ws, we) = quota_window(&s, Some(&p), at(2027, 3, 10, 0, 0, 0));
+        assert_eq!(
+            (ws, we),
+            (at(2027, 2, 28, 9, 15, 0), at(2027, 3, 31, 9, 15, 0))
+        );
+        // The yearly billing period stays the year.
+        assert_eq!(billing_period(&s, ws).1, at(2028, 1, 31, 9, 15, 0));
+        // The quota window start splits its hour's bucket.
+        assert_eq!(
+            bucket_start(&s, Some(&p), at(2027, 3, 31, 9, 20, 0)),
+            at(2027, 3, 31, 9, 15, 0)
+        );
+        let day = product(json!({"meter": "api_calls", "limit": 5, "period": "day"}));
+        assert_eq!(
+            quota_window(&s, Some(&day), at(2027, 3, 10, 17, 0, 0)),
+            (at(2027, 3, 10, 0, 0, 0), at(2027, 3, 11, 0, 0, 0))
+        );
+    }
+
+    #[test]
+    fn records_are_judged_at_their_own_time() {
+        let start = at(2026, 10, 15, 13, 37, 0);
+        let mut s = sub(start - Duration::minutes(3));
+        s.observe_stripe_periods(&snap(start, at(2026, 11, 15, 13, 37, 0)));
+        let p: Product =
+            serde_json::from_value(json!({"id": "payg", "name": "P", "interval": "month",
+            "quota": {"meter": "api_calls", "limit": 10}}))
+            .unwrap();
+        let m = MeterId::parse("api_calls").unwrap();
+        assert_eq!(
+            admit(Some(&s), Some(&p), &m, start - Duration::minutes(20)),
+            Err(Rejection::OutsideSubscription)
+        );
+        assert_eq!(admit(Some(&s), Some(&p), &m, start), Ok(()));
+        // Canceled at 20:00 on Nov 1: a record from 19:59 arriving later counts, 20:00 not.
+        let end = at(2026, 11, 1, 20, 0, 0);
+        let mut cancel = snap(start, at(2026, 11, 15, 13, 37, 0));
+        cancel.ended_at = Some(end);
+        s.observe_stripe_periods(&cancel);
+        crate::lifecycle::apply(
+            &mut s,
+            crate::lifecycle::BillingFact::Ended,
+            end + Duration::minutes(1),
+        );
+        assert_eq!(s.status, SubscriptionStatus::Canceled);
+        assert_eq!(
+            admit(Some(&s), Some(&p), &m, end - Duration::seconds(1)),
+            Ok(())
+        );
+        assert_eq!(
+            admit(Some(&s), Some(&p), &m, end),
+            Err(Rejection::OutsideSubscription)
+        );
+        // The cancel is the period's end.
+        assert_eq!(billing_period(&s, end - Duration::seconds(1)), (start, end));
+
+        // Suspended on Nov 2 at 08:00 (retries exhausted): usage from before still counts,
+        // usage after is refused as inactive (the subscription has not ended); paid again,
+        // it counts again.
+        let mut s = sub(start);
+        s.observe_stripe_periods(&snap(start, at(2026, 11, 15, 13, 37, 0)));
+        let suspended = at(2026, 11, 2, 8, 0, 0);
+        crate::lifecycle::apply(&mut s, crate::lifecycle::BillingFact::Unpaid, suspended);
+        assert_eq!(s.status, SubscriptionStatus::Suspended);
+        assert_eq!(
+            admit(Some(&s), Some(&p), &m, suspended - Duration::seconds(1)),
+            Ok(())
+        );
+        assert_eq!(
+            admit(Some(&s), Some(&p), &m, suspended),
+            Err(Rejection::InactiveSubscription)
+        );
+        crate::lifecycle::apply(
+            &mut s,
+            crate::lifecycle::BillingFact::Paid,
+            suspended + Duration::hours(5),
+        );
+        assert_eq!(admit(Some(&s), Some(&p), &m, suspended), Ok(()));
+        // Unknown subscription and a meter the product does not use keep their reasons.
+        assert_eq!(
+            admit(None, Some(&p), &m, start),
+            Err(Rejection::UnknownSubscription)
+        );
+        assert_eq!(
+            admit(Some(&s), Some(&p), &MeterId::parse("bytes").unwrap(), start),
+            Err(Rejection::MeterNotInProduct)
+        );
+    }
+
+    fn arb_anchor() -> impl Strategy<Value = Timestamp> {
+        // Around month ends and Feb 29 of 2028 (leap) and 2027, at any second of the day.
+        (
+            prop::sample::select(vec![
+                (2027, 1, 31),
+                (2027, 2, 28),
+                (2028, 2, 29),
+                (2028, 1, 30),
+                (2027, 12, 31),
+                (2028, 3, 31),
+                (2027, 4, 30),
+                (2027, 6, 15),
+            ]),
+            0u32..86_400,
+        )
+            .prop_map(|((y, m, d), secs)| {
+                Utc.with_ymd_and_hms(y, m, d, 0, 0, 0).unwrap() + Duration::seconds(secs.into())
+            })
+    }
+
+    proptest! {
+        /// The period a record is billed in (the billing run's slice holding its bucket) is
+        /// the period that contains its timestamp, whatever the anchor, for Stripe's periods
+        /// (monthly renewals from the anchor, each told by the webhook) and for a free
+        /// subscription's own months.
+        #[test]
+        fn a_record_is_billed_in_the_period_that_contains_it(
+            anchor in arb_anchor(),
+            offsets in prop::collection::vec(-3_600i64..200 * 86_400, 1..40),
+            periods_told in 0usize..8,
+        ) {
+            let mut s = sub(anchor);
+            // Stripe's periods: anchor + k months (clamped), told up to `periods_told`.
+            let nth = |k: u32| anchor + Months::new(k);
+            let mut sn = snap(nth(0), nth(1));
+            sn.billing_cycle_anchor = Some(anchor);
+            sn.start_date = Some(anchor);
+            s.observe_stripe_periods(&sn);
+            for k in 1..=periods_told as u32 {
+                s.observe_stripe_periods(&snap(nth(k), nth(k + 1)));
+            }
+            let bounds = period_boundaries(&s);
+            for off in offsets {
+                let t = anchor + Duration::seconds(off);
+                let (ps, pe) = billing_period(&s, t);
+                prop_assert!(ps <= t && t < pe, "{t}: {ps}..{pe}");
+                if t >= anchor {
+                    // Stripe's period containing t.
+                    let (ss, se) = anchored_month(anchor, t);
+                    prop_assert_eq!((ps, pe), (ss, se));
+                }
+                // The bucket lies inside the period, and the billing run's slice holding the
+                // bucket lies inside the same period.
+                let b = bucket_start(&s, None, t);
+                prop_assert!(ps <= b && b <= t && t - b < Duration::hours(1));
+                let from = crate::billing::day_start(b);
+                let slices = crate::billing::slices(&bounds, from, from + Duration::days(2));
+                let slice = slices.iter().find(|x| x.from <= b && b < x.to).unwrap();
+                if t >= anchor && bounds.iter().any(|x| *x > t) {
+                    prop_assert!(ps <= slice.from && slice.to <= pe, "{slice:?} not in {ps}..{pe}");
+                    let ev = slice.event_timestamp();
+                    prop_assert!(ps <= ev && ev < pe);
+                }
+            }
+        }
     }
 }
 

@@ -76,14 +76,30 @@ pub(crate) fn op_of(write: Write) -> Result<Op, StoreError> {
                         "attribute_exists(#pk) AND (attribute_not_exists(#cv) OR #cv < :v)",
                     )
                 }
-                GateFact::QuotaBlockedUntil(until) => {
+                GateFact::Quota {
+                    window_start,
+                    blocked_until,
+                } => {
                     names.insert("#qb".into(), "gate_quota_blocked_until".into());
-                    values.insert(":t".into(), s(keys::sort_time(until)));
-                    // Fixed-width RFC 3339 strings compare like the instants they name.
-                    (
-                        "SET #qb = :t",
-                        "attribute_exists(#pk) AND (attribute_not_exists(#qb) OR #qb < :t)",
-                    )
+                    names.insert("#qw".into(), "gate_quota_window".into());
+                    values.insert(":w".into(), s(keys::sort_time(window_start)));
+                    // Fixed-width RFC 3339 strings compare like the instants they name. A
+                    // newer window replaces the gate; within one window a block only moves
+                    // later (`KeyGate::needs`).
+                    match blocked_until {
+                        Some(until) => {
+                            values.insert(":t".into(), s(keys::sort_time(until)));
+                            (
+                                "SET #qb = :t, #qw = :w",
+                                "attribute_exists(#pk) AND (attribute_not_exists(#qw) OR #qw < :w \
+                                 OR (#qw = :w AND (attribute_not_exists(#qb) OR #qb < :t)))",
+                            )
+                        }
+                        None => (
+                            "SET #qw = :w REMOVE #qb",
+                            "attribute_exists(#pk) AND (attribute_not_exists(#qw) OR #qw < :w)",
+                        ),
+                    }
                 }
             };
             Ok(Op {

@@ -60,6 +60,7 @@ fn subscription(id: &str, consumer: &str, created_at: Timestamp) -> Subscription
         cancel_at_period_end: false,
         access_expires_at: None,
         last_stripe_event_at: None,
+        periods: Default::default(),
         created_at,
         updated_at: created_at,
         version: 0,

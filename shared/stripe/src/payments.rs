@@ -284,6 +284,10 @@ fn snapshot(sub: stripe_shared::Subscription) -> PaymentsResult<SubscriptionSnap
             .transpose()?,
         current_period_end: first.map(|i| timestamp(i.current_period_end)).transpose()?,
         cancel_at_period_end: sub.cancel_at_period_end,
+        start_date: Some(timestamp(sub.start_date)?),
+        billing_cycle_anchor: Some(timestamp(sub.billing_cycle_anchor)?),
+        trial_end: sub.trial_end.map(timestamp).transpose()?,
+        ended_at: sub.ended_at.map(timestamp).transpose()?,
         metadata: sub.metadata.into_iter().collect(),
         items,
     })

@@ -527,17 +527,21 @@ impl State {
         if sub["status"] == "canceled" {
             return Err(ApiError::invalid("id", format!("A canceled subscription can only update its cancellation_details and metadata. ({sub_id})")).with_code("resource_missing"));
         }
+        // Without `invoice_now`, Stripe discards the un-invoiced metered usage ("Otherwise, all
+        // metered usage is discarded": docs.stripe.com/billing/subscriptions/cancel). With it,
+        // the final invoice bills the usage of the partial period up to now, and like every
+        // invoice it stays a draft for the finalization grace period, during which usage for
+        // its period can still be reported
+        // (docs.stripe.com/billing/subscriptions/usage-based/configure-grace-period: "All
+        // invoices have a default finalization grace period of 1 hour").
         if invoice_now && let Some(clock) = self.sub_clocks.get(sub_id).cloned() {
             let items: Vec<Value> = sub["items"]["data"].as_array().cloned().unwrap_or_default();
-            let period = (clock.current().0, self.now);
-            self.create_cycle_invoice(sub_id, &items, None, Some(period), "subscription_update");
-            let inv = self
-                .subscriptions
-                .get(sub_id)
-                .and_then(|s| s["latest_invoice"].as_str())
-                .unwrap_or_default()
-                .to_string();
-            self.finalize_invoice(&inv);
+            // Usage of a trial is not billed (the trial is free), so nothing before its end.
+            let usage_period = match clock.trial {
+                Some(_) => None,
+                None => Some((clock.current().0, self.now)),
+            };
+            self.create_cycle_invoice(sub_id, &items, None, usage_period, "subscription_update");
         }
         self.cancel_subscription_now(sub_id, "cancellation_requested");
         Ok(self.subscriptions.get(sub_id).cloned().expect("known"))

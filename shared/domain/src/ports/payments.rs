@@ -346,6 +346,18 @@ pub struct SubscriptionSnapshot {
     pub cancel_at_period_end: bool,
     pub metadata: BTreeMap<String, String>,
     pub items: Vec<SubscriptionItemSnapshot>,
+    /// Stripe `start_date`: when the subscription (its first period) started.
+    #[serde(default)]
+    pub start_date: Option<Timestamp>,
+    /// Stripe `billing_cycle_anchor`.
+    #[serde(default)]
+    pub billing_cycle_anchor: Option<Timestamp>,
+    /// Stripe `trial_end` (the trial is a period of its own; usage in it is not billed).
+    #[serde(default)]
+    pub trial_end: Option<Timestamp>,
+    /// Stripe `ended_at`: the moment a canceled subscription ended.
+    #[serde(default)]
+    pub ended_at: Option<Timestamp>,
 }
 
 /// One usage report to a Stripe Billing Meter.

@@ -36,8 +36,16 @@ fn seed_table_free_costs_nothing_and_tracks_its_quota() {
     assert!(q.lines.is_empty());
     let quota = q.quota.unwrap();
     assert_eq!((quota.limit, quota.used, quota.exceeded), (100, 150, true));
+    // The gateway's rule: used up at `used >= limit` (429 from the 100th call's answer on).
     assert!(
-        !quote_product(&super::example(), "free", &usage(&[("api_calls", 100)]))
+        quote_product(&super::example(), "free", &usage(&[("api_calls", 100)]))
+            .unwrap()
+            .quota
+            .unwrap()
+            .exceeded
+    );
+    assert!(
+        !quote_product(&super::example(), "free", &usage(&[("api_calls", 99)]))
             .unwrap()
             .quota
             .unwrap()

@@ -120,9 +120,11 @@ pub struct ConsumerReport {
     pub calls_accepted: u64,
     /// The last usage answer's state (`ok`, `quota_exceeded`, `no_credit`, ...).
     pub usage_state: Option<String>,
-    /// `GET /entitlements/{key}` after the month closed (a new period has begun).
+    /// `GET /entitlements/{key}` after the month closed.
     pub entitlement: Option<Value>,
-    /// `GET /entitlements/{key}` after the last usage day, inside the month.
+    /// `GET /entitlements/{key}` after the last usage day, inside the month (a quota's 429
+    /// lasts until its window ends: the subscription's own month, so it has reset by the time
+    /// the month closed).
     pub entitlement_in_month: Option<Value>,
     /// Stripe's invoice for the month (metered products).
     pub invoice: Option<InvoiceSummary>,
@@ -456,6 +458,7 @@ pub async fn run(stack: &LocalStack, out: &mut dyn Write) -> anyhow::Result<Demo
         }
         if USAGE_DAYS.contains(&day) {
             advance_to(stack, midnight + Span::hours(17)).await;
+            // Each usage day's answer records the gateway's check (`entitlement_in_month`).
             post_usage(&http, &mut consumers, midnight, day, out).await?;
         }
     }
