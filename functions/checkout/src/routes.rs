@@ -416,7 +416,10 @@ impl Checkout {
                 .store
                 .usage_buckets(&sub.id, &meter, period_start, to.min(period_end))
                 .await?;
-            usage.insert(meter, buckets.iter().map(|b| b.quantity).sum::<u64>());
+            usage.insert(
+                meter,
+                tollgate_domain::usage::total_quantity(buckets.iter().map(|b| b.quantity)),
+            );
         }
         let (quote, quota) = match product {
             Some(p) => {

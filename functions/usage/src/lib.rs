@@ -462,7 +462,7 @@ impl Usage {
                     .store
                     .usage_buckets(&sub.id, &m, hour_start(start), hour_start(end))
                     .await?;
-                used.insert(m, buckets.iter().map(|b| b.quantity).sum::<u64>());
+                used.insert(m, usage::total_quantity(buckets.iter().map(|b| b.quantity)));
             }
             let quota = product.quota.as_ref().map(|q| QuotaView {
                 meter: q.meter.clone(),
