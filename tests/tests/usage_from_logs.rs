@@ -108,6 +108,7 @@ impl World {
             last_stripe_event_at: None,
             created_at: self.now - Duration::days(1),
             updated_at: self.now - Duration::days(1),
+            periods: Default::default(),
             version: 0,
         };
         self.store

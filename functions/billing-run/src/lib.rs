@@ -473,7 +473,7 @@ impl BillingRun {
         {
             let mut s = ctx.summary.lock().expect("summary");
             s.reported += 1;
-            s.quantity += entry.quantity;
+            s.quantity = s.quantity.saturating_add(entry.quantity);
             if resend {
                 s.resent += 1;
             }

@@ -435,7 +435,10 @@ impl Checkout {
                 .store
                 .usage_buckets(&sub.id, &meter, period_start, period_end)
                 .await?;
-            usage.insert(meter, buckets.iter().map(|b| b.quantity).sum::<u64>());
+            usage.insert(
+                meter,
+                tollgate_domain::usage::total_quantity(buckets.iter().map(|b| b.quantity)),
+            );
         }
         let quota_used = match product.and_then(|p| p.quota.as_ref()) {
             Some(q) if (quota_start, quota_end) != (period_start, period_end) => Some(

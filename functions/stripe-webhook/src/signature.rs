@@ -56,7 +56,8 @@ pub fn verify(
     if candidates.is_empty() {
         return Err(SignatureError::Malformed("no v1 signature"));
     }
-    if (now - t).abs() > TOLERANCE_SECS {
+    // abs_diff cannot overflow: a hostile t= (i64::MIN, i64::MAX) is simply far from now.
+    if now.abs_diff(t) > TOLERANCE_SECS.unsigned_abs() {
         return Err(SignatureError::OutsideTolerance { timestamp: t, now });
     }
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
@@ -143,6 +144,32 @@ mod tests {
         assert_eq!(
             verify(Some(&moved), BODY, SECRET, NOW),
             Err(SignatureError::Mismatch)
+        );
+    }
+
+    #[test]
+    fn extreme_timestamps_are_outside_the_tolerance_not_a_panic() {
+        let now = 1_700_000_000;
+        for t in [i64::MIN, i64::MIN + 1, -1, 0, i64::MAX - 1, i64::MAX] {
+            let header = sign(b"{}", SECRET, t);
+            assert_eq!(
+                verify(Some(&header), b"{}", SECRET, now),
+                Err(SignatureError::OutsideTolerance { timestamp: t, now }),
+                "t={t}"
+            );
+        }
+        // Both ends of the window still pass, one second beyond does not.
+        for t in [now - TOLERANCE_SECS, now + TOLERANCE_SECS] {
+            assert!(verify(Some(&sign(b"{}", SECRET, t)), b"{}", SECRET, now).is_ok());
+        }
+        for t in [now - TOLERANCE_SECS - 1, now + TOLERANCE_SECS + 1] {
+            assert!(verify(Some(&sign(b"{}", SECRET, t)), b"{}", SECRET, now).is_err());
+        }
+        // Beyond i64: not a whole number we can hold.
+        let header = format!("t=99999999999999999999,v1={}", "ab".repeat(32));
+        assert_eq!(
+            verify(Some(&header), b"{}", SECRET, now),
+            Err(SignatureError::Malformed("t= is not a whole number"))
         );
     }
 

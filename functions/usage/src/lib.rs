@@ -480,7 +480,7 @@ impl Usage {
                     .store
                     .usage_buckets(&sub.id, &m, billing.0, billing.1)
                     .await?;
-                used.insert(m, buckets.iter().map(|b| b.quantity).sum::<u64>());
+                used.insert(m, usage::total_quantity(buckets.iter().map(|b| b.quantity)));
             }
             let quota = match &product.quota {
                 Some(q) => {

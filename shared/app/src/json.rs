@@ -3,11 +3,15 @@
 use crate::error::ApiError;
 use serde::de::DeserializeOwned;
 
-/// Parses a JSON body. A syntax error or a wrong field becomes a 400 that names the field
-/// (`records[3].timestamp`), via serde_path_to_error.
+/// Parses a JSON body. A syntax error, a wrong field or a key repeated within one object
+/// becomes a 400 that names the field (`records[3].timestamp`), via serde_path_to_error.
 pub fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     if body.is_empty() {
         return Err(ApiError::bad_request("body", "a JSON body is required"));
+    }
+    // serde_json keeps the last of a repeated key: refuse the body instead of guessing.
+    if let Some(path) = tollgate_domain::json::first_repeated_key(body) {
+        return Err(ApiError::bad_request(path, "repeated key in a JSON object"));
     }
     let de = &mut serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(de).map_err(|e| {
@@ -55,5 +59,12 @@ mod tests {
         assert_eq!(err.field(), Some("body"));
         let err = parse_body::<Batch>(b"").unwrap_err();
         assert_eq!(err.field(), Some("body"));
+    }
+
+    #[test]
+    fn a_repeated_key_is_refused_naming_it() {
+        let err = parse_body::<Batch>(br#"{"records":[{"value":1,"value":2}]}"#).unwrap_err();
+        assert_eq!(err.field(), Some("records[0].value"));
+        assert_eq!(err.status(), http::StatusCode::BAD_REQUEST);
     }
 }

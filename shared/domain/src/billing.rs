@@ -292,7 +292,7 @@ pub fn plan_meter(input: &MeterPlanInput<'_>, cfg: &BillingConfig) -> Vec<SliceA
                 ),
             }];
         }
-        let claimed: u64 = entries.iter().map(|e| e.quantity).sum();
+        let claimed = crate::usage::total_quantity(entries.iter().map(|e| e.quantity));
         let mut blocked = false;
         for e in entries.iter().filter(|e| e.reported_at.is_none()) {
             let age = input.now - e.created_at;

@@ -156,7 +156,8 @@ impl CreditAccount {
     ) -> Result<DrawDown, PricingError> {
         let cost = self.cost_of(usage)?;
         for u in usage {
-            *self.priced_units.entry(Self::priced_key(u)).or_insert(0) += u.units;
+            let units = self.priced_units.entry(Self::priced_key(u)).or_insert(0);
+            *units = units.saturating_add(u.units);
         }
         let available = (self.balance - policy.floor).max(0);
         let drawn = cost.min(available);

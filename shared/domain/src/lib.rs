@@ -10,6 +10,7 @@ pub mod credit;
 pub mod entitlement;
 pub mod events;
 pub mod ids;
+pub mod json;
 pub mod lifecycle;
 pub mod money;
 pub mod ports;

@@ -191,6 +191,10 @@ pub fn parse_batch(
         field: field.to_string(),
         reason,
     };
+    // serde_json keeps the last of a repeated key: refuse the body instead of guessing.
+    if let Some(path) = crate::json::first_repeated_key(body) {
+        return Err(malformed(&path, "repeated key in a JSON object".into()));
+    }
     let root: Value = serde_json::from_slice(body).map_err(|e| {
         let msg = e.to_string();
         let msg = msg
@@ -403,13 +407,14 @@ pub fn aggregate<'a>(
             meter: r.meter.clone(),
             hour: hour_start(r.timestamp),
         };
-        *buckets.entry(key).or_insert(0u64) += r.value;
+        let sum = buckets.entry(key).or_insert(0u64);
+        *sum = sum.saturating_add(r.value);
     }
     buckets
 }
 
 /// Sums records into buckets starting where `start_of` says (see [`bucket_start`]): what
-/// one batch ADDs.
+/// one batch ADDs. Sums saturate (see [`total_quantity`]).
 pub fn aggregate_by<'a>(
     records: impl IntoIterator<Item = &'a UsageRecord>,
     start_of: impl Fn(&UsageRecord) -> Timestamp,
@@ -421,9 +426,17 @@ pub fn aggregate_by<'a>(
             meter: r.meter.clone(),
             hour: start_of(r),
         };
-        *buckets.entry(key).or_insert(0u64) += r.value;
+        let sum = buckets.entry(key).or_insert(0u64);
+        *sum = sum.saturating_add(r.value);
     }
     buckets
+}
+
+/// The sum of usage quantities, saturating at `u64::MAX` instead of wrapping (release) or
+/// panicking (debug): a total that large is beyond every quota and price tier, so the cap
+/// changes no decision, while a wrapped total would read as almost nothing used.
+pub fn total_quantity(quantities: impl IntoIterator<Item = u64>) -> u64 {
+    quantities.into_iter().fold(0u64, u64::saturating_add)
 }
 
 /// Units per (subscription, meter) in a set of buckets.
@@ -432,8 +445,10 @@ pub fn totals_by_meter(
 ) -> BTreeMap<(SubscriptionId, MeterId), u64> {
     let mut out = BTreeMap::new();
     for (k, q) in buckets {
-        *out.entry((k.subscription_id.clone(), k.meter.clone()))
-            .or_insert(0u64) += q;
+        let sum = out
+            .entry((k.subscription_id.clone(), k.meter.clone()))
+            .or_insert(0u64);
+        *sum = sum.saturating_add(*q);
     }
     out
 }
@@ -906,6 +921,37 @@ mod tests {
         let (s, e) = calendar_month(Utc.with_ymd_and_hms(2026, 12, 31, 23, 0, 0).unwrap());
         assert_eq!(s, Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap());
         assert_eq!(e, Utc.with_ymd_and_hms(2027, 1, 1, 0, 0, 0).unwrap());
+    }
+
+    #[test]
+    fn usage_sums_saturate_instead_of_wrapping() {
+        assert_eq!(total_quantity([u64::MAX, 1, 5]), u64::MAX);
+        assert_eq!(total_quantity([u64::MAX - 1, 1]), u64::MAX);
+        assert_eq!(total_quantity([2, 3]), 5);
+        assert_eq!(total_quantity(std::iter::empty()), 0);
+    }
+
+    #[test]
+    fn a_repeated_key_refuses_the_batch_naming_it() {
+        let catalog = catalog();
+        for (body, field) in [
+            (
+                r#"{"batch_id":"b1","batch_id":"b2","records":[]}"#,
+                "batch_id",
+            ),
+            (
+                r#"{"batch_id":"b1","records":[{"id":"r1","subscription_id":"sub_a","timestamp":"2026-11-22T10:00:00Z","meter":"api_calls","value":1,"value":1000000}]}"#,
+                "records[0].value",
+            ),
+        ] {
+            match parse_batch(body.as_bytes(), &catalog, now(), IngestWindow::default()) {
+                Err(BatchError::Malformed { field: f, reason }) => {
+                    assert_eq!(f, field);
+                    assert!(reason.contains("repeated key"), "{reason}");
+                }
+                other => panic!("{body}: {other:?}"),
+            }
+        }
     }
 }
 
