@@ -95,6 +95,7 @@ async fn world(start: Timestamp) -> World {
             catalog: catalog.clone(),
             portal_secret: Secret::from_value("PORTAL_SECRET", PORTAL_SECRET),
             return_url_allowlist: vec![PORTAL.to_string()],
+            credit_policy: policy,
         },
         webhook: Webhook {
             store: store.clone(),
