@@ -677,6 +677,41 @@ mod tests {
     }
 
     #[test]
+    fn the_digest_is_the_content_not_the_formatting() {
+        let parse = |b: &[u8]| parse_batch(b, &catalog(), now(), IngestWindow::default()).unwrap();
+        let a = parse(&body(json!([
+            {"id": "r1", "subscription_id": "sub_a", "timestamp": "2026-11-22T10:01:00Z", "meter": "api_calls", "operation": "GET /x"},
+            {"id": "r2", "subscription_id": "sub_a", "timestamp": "2026-11-22T10:02:00Z", "meter": "api_calls", "value": 4}
+        ])));
+        // Same content: `+00:00` for `Z`, value 1 spelled out, no operation, keys reordered.
+        let same = parse(&body(json!([
+            {"meter": "api_calls", "id": "r1", "timestamp": "2026-11-22T10:01:00+00:00", "subscription_id": "sub_a", "value": 1},
+            {"id": "r2", "subscription_id": "sub_a", "timestamp": "2026-11-22T10:02:00Z", "meter": "api_calls", "value": 4}
+        ])));
+        assert_eq!(a.digest(), same.digest());
+        assert_eq!(a.digest().len(), 64);
+        for other in [
+            json!([{"id": "r1", "subscription_id": "sub_a", "timestamp": "2026-11-22T10:01:00Z", "meter": "api_calls"},
+                   {"id": "r2", "subscription_id": "sub_a", "timestamp": "2026-11-22T10:02:00Z", "meter": "api_calls", "value": 5}]),
+            json!([{"id": "r1", "subscription_id": "sub_a", "timestamp": "2026-11-22T10:01:00Z", "meter": "api_calls"},
+                   {"id": "r2", "subscription_id": "sub_a", "timestamp": "2026-11-22T10:02:01Z", "meter": "api_calls", "value": 4}]),
+            json!([{"id": "r1", "subscription_id": "sub_a", "timestamp": "2026-11-22T10:01:00Z", "meter": "api_calls"}]),
+        ] {
+            assert_ne!(a.digest(), parse(&body(other)).digest());
+        }
+        let sourced = parse(
+            &serde_json::to_vec(&json!({"batch_id": "b1", "source": "gw-1", "records": [
+                {"id": "r1", "subscription_id": "sub_a", "timestamp": "2026-11-22T10:01:00Z", "meter": "api_calls", "seq": 7},
+                {"id": "r2", "subscription_id": "sub_a", "timestamp": "2026-11-22T10:02:00Z", "meter": "api_calls", "seq": 9}
+            ]}))
+            .unwrap(),
+        );
+        assert_eq!(sourced.source.as_deref(), Some("gw-1"));
+        assert_eq!(sourced.max_seq(), Some(9));
+        assert_ne!(sourced.digest(), a.digest());
+    }
+
+    #[test]
     fn parses_and_aggregates_by_hour() {
         let b = body(json!([
             {"id": "r1", "subscription_id": "sub_a", "timestamp": "2026-11-22T10:01:00Z", "meter": "api_calls"},
