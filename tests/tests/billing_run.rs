@@ -153,7 +153,10 @@ impl World {
         self.subscribe_as(name, name, product).await
     }
 
-    /// `consumer`'s subscription `name`: one consumer (one Stripe customer) may hold several.
+    /// `consumer`'s subscription `name`, all on the consumer's one Stripe customer: how
+    /// subscriptions made before per-subscription customers share one (the billing run must
+    /// still never call Stripe twice at once for one customer and meter). Checkout now gives
+    /// each Stripe subscription its own customer (`tests/attribution.rs`).
     async fn subscribe_as(&self, consumer: &str, name: &str, product: &str) -> Subscription {
         let stripe = self.payments.as_ref();
         let consumer = ConsumerId::parse(format!("consumer-{consumer}")).unwrap();
@@ -332,6 +335,16 @@ impl Payments for Crashing {
         email: Option<&str>,
     ) -> PaymentsResult<StripeId> {
         self.inner.ensure_customer(consumer, email).await
+    }
+    async fn create_subscription_customer(
+        &self,
+        consumer: &ConsumerId,
+        subscription: &SubscriptionId,
+        email: Option<&str>,
+    ) -> PaymentsResult<StripeId> {
+        self.inner
+            .create_subscription_customer(consumer, subscription, email)
+            .await
     }
     async fn create_checkout_session(
         &self,
@@ -776,6 +789,16 @@ impl Payments for Watching {
         email: Option<&str>,
     ) -> PaymentsResult<StripeId> {
         self.inner.ensure_customer(consumer, email).await
+    }
+    async fn create_subscription_customer(
+        &self,
+        consumer: &ConsumerId,
+        subscription: &SubscriptionId,
+        email: Option<&str>,
+    ) -> PaymentsResult<StripeId> {
+        self.inner
+            .create_subscription_customer(consumer, subscription, email)
+            .await
     }
     async fn create_checkout_session(
         &self,

@@ -730,27 +730,52 @@ async fn portal_input_is_checked() {
     assert_eq!(h.item_count().await, before, "bad input wrote nothing");
 }
 
-/// Concurrent first checkouts of one consumer create exactly one Stripe customer.
+/// Concurrent first checkouts of one consumer: each subscription gets a Stripe customer of its
+/// own (Billing Meters aggregate per customer: `docs/billing-run.md`, "Attribution"), and
+/// concurrent credit-pack checkouts with different emails create exactly one consumer-level
+/// customer (issue 17 item 6: no `idempotency_error`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_checkouts_create_one_customer() {
     let h = Harness::start().await;
-    let body = json!({
-        "consumer_id": "racer", "product_id": "basic", "subscription_name": "a",
-        "success_url": format!("{PORTAL}/ok"), "cancel_url": format!("{PORTAL}/no"),
-    });
-    let calls = (0..6).map(|_| h.portal("POST", "/checkout/sessions", Some(body.clone())));
+    let body = |n: usize| {
+        json!({
+            "consumer_id": "racer", "product_id": "basic", "subscription_name": "a",
+            "success_url": format!("{PORTAL}/ok"), "cancel_url": format!("{PORTAL}/no"),
+            "email": format!("billing{n}@racer.example"),
+        })
+    };
+    let calls = (0..6).map(|n| h.portal("POST", "/checkout/sessions", Some(body(n))));
     let answers = futures::future::join_all(calls).await;
     for (status, answer) in &answers {
         assert_eq!(*status, 201, "{answer}");
     }
-    let customers: std::collections::BTreeSet<String> = answers
-        .iter()
-        .map(|(_, a)| {
-            let session = h.stripe.object(a["id"].as_str().unwrap()).unwrap();
-            session["customer"].as_str().unwrap().to_string()
-        })
-        .collect();
-    assert_eq!(customers.len(), 1, "{customers:?}");
+    let session_customer = |a: &Value| {
+        let session = h.stripe.object(a["id"].as_str().unwrap()).unwrap();
+        session["customer"].as_str().unwrap().to_string()
+    };
+    let customers: std::collections::BTreeSet<String> =
+        answers.iter().map(|(_, a)| session_customer(a)).collect();
+    assert_eq!(
+        customers.len(),
+        6,
+        "a customer per subscription: {customers:?}"
+    );
+
+    // Credit packs: one-time payments on the consumer's own customer, created once.
+    let pack = |n: usize| {
+        let mut b = body(n);
+        b["product_id"] = "credits".into();
+        b["credit_amount"] = 1000.into();
+        b
+    };
+    let calls = (0..6).map(|n| h.portal("POST", "/checkout/sessions", Some(pack(n))));
+    let answers = futures::future::join_all(calls).await;
+    for (status, answer) in &answers {
+        assert_eq!(*status, 201, "{answer}");
+    }
+    let own: std::collections::BTreeSet<String> =
+        answers.iter().map(|(_, a)| session_customer(a)).collect();
+    assert_eq!(own.len(), 1, "{own:?}");
     let created = h
         .stripe
         .requests()
@@ -759,7 +784,7 @@ async fn concurrent_checkouts_create_one_customer() {
             r.method == "POST" && r.path == "/v1/customers" && !r.replayed && r.status == 200
         })
         .count();
-    assert_eq!(created, 1, "Stripe created one customer");
+    assert_eq!(created, 6 + 1, "Stripe created 6 + 1 customers");
     let consumer = h
         .store()
         .get_consumer(&tollgate_domain::ids::ConsumerId::parse("racer").unwrap())
@@ -768,7 +793,7 @@ async fn concurrent_checkouts_create_one_customer() {
         .unwrap();
     assert_eq!(
         consumer.stripe_customer_id.unwrap().as_str(),
-        customers.iter().next().unwrap()
+        own.iter().next().unwrap()
     );
 }
 

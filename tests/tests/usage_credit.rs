@@ -125,6 +125,18 @@ impl Store for Probe {
         self.read();
         self.inner.is_claimed(scope, id).await
     }
+    async fn claim_digest(
+        &self,
+        scope: ClaimScope,
+        id: &str,
+    ) -> StoreResult<Option<Option<String>>> {
+        self.read();
+        self.inner.claim_digest(scope, id).await
+    }
+    async fn source_mark(&self, source: &str) -> StoreResult<Option<u64>> {
+        self.read();
+        self.inner.source_mark(source).await
+    }
     async fn get_consumer(&self, id: &ConsumerId) -> StoreResult<Option<Consumer>> {
         self.read();
         self.inner.get_consumer(id).await
@@ -486,6 +498,210 @@ async fn a_batch_sent_three_times_concurrently_counts_once() {
     assert_eq!(fresh, 1, "exactly one delivery counts: {answers:?}");
     assert_eq!(w.total("sub_a").await, 20);
     assert_eq!(w.total("sub_b").await, 20);
+}
+
+#[tokio::test]
+async fn a_reused_batch_id_with_other_content_is_409_and_counts_nothing() {
+    let w = world().await;
+    w.subscribe("c1", "sub_a", "payg", SubscriptionStatus::Active)
+        .await;
+    let first = batch("b-reuse", &["sub_a"], 10, w.now);
+    let (status, v) = w.post(&first, GATEWAY_SECRET).await;
+    assert_eq!(
+        (status, v["duplicate"].as_bool()),
+        (200, Some(false)),
+        "{v}"
+    );
+    // A gateway whose counter restarted: same id, other records (5 of them, other ids).
+    let other: Vec<Value> = (0..5)
+        .map(|i| {
+            json!({"id": format!("x-{i}"), "subscription_id": "sub_a",
+                   "timestamp": w.now.to_rfc3339(), "meter": "api_calls", "value": 7})
+        })
+        .collect();
+    let body = serde_json::to_vec(&json!({"batch_id": "b-reuse", "records": other})).unwrap();
+    w.store.reset();
+    let (status, v) = w.post(&body, GATEWAY_SECRET).await;
+    assert_eq!(status, 409, "{v}");
+    assert_eq!(v["error"]["code"], "batch_id_reused");
+    assert_eq!(v["error"]["field"], "batch_id");
+    assert_eq!(w.store.counts().0, 0, "nothing written");
+    assert_eq!(w.total("sub_a").await, 10, "nothing counted");
+    // The same records with only one value changed are other content too.
+    let mut changed: Value = serde_json::from_slice(&first).unwrap();
+    changed["records"][3]["value"] = 2.into();
+    let (status, _) = w
+        .post(&serde_json::to_vec(&changed).unwrap(), GATEWAY_SECRET)
+        .await;
+    assert_eq!(status, 409);
+    // The identical batch, re-formatted (keys reordered, `Z` for `+00:00`, no `operation`),
+    // is still a duplicate.
+    let mut same: Value = serde_json::from_slice(&first).unwrap();
+    for r in same["records"].as_array_mut().unwrap() {
+        let ts = chrono::DateTime::parse_from_rfc3339(r["timestamp"].as_str().unwrap()).unwrap();
+        r["timestamp"] = ts
+            .with_timezone(&Utc)
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            .into();
+        r.as_object_mut().unwrap().remove("operation");
+    }
+    let (status, v) = w
+        .post(&serde_json::to_vec(&same).unwrap(), GATEWAY_SECRET)
+        .await;
+    assert_eq!((status, v["duplicate"].as_bool()), (200, Some(true)), "{v}");
+    assert_eq!(w.total("sub_a").await, 10);
+}
+
+#[tokio::test]
+async fn concurrent_deliveries_of_one_batch_id_with_different_content_count_one() {
+    let w = world().await;
+    w.subscribe("c1", "sub_a", "payg", SubscriptionStatus::Active)
+        .await;
+    let a = batch("b-race", &["sub_a"], 10, w.now);
+    let mut b: Value = serde_json::from_slice(&a).unwrap();
+    b["records"][0]["value"] = 100.into();
+    let b = serde_json::to_vec(&b).unwrap();
+    let (ra, rb) = tokio::join!(w.post(&a, GATEWAY_SECRET), w.post(&b, GATEWAY_SECRET));
+    let mut statuses = [ra.0, rb.0];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 409], "{ra:?} {rb:?}");
+    let total = w.total("sub_a").await;
+    assert!(
+        total == 10 || total == 109,
+        "one of the two counted: {total}"
+    );
+}
+
+/// `n` records of one call each with seqs `from..from + n`, from source `source`.
+fn sourced(id: &str, source: &str, sub: &str, from: u64, n: u64, now: Timestamp) -> Vec<u8> {
+    let records: Vec<Value> = (from..from + n)
+        .map(|seq| {
+            json!({"id": format!("r{seq}"), "subscription_id": sub, "seq": seq,
+                   "timestamp": (now - Duration::seconds(seq as i64 % 600)).to_rfc3339(),
+                   "meter": "api_calls", "value": 1})
+        })
+        .collect();
+    serde_json::to_vec(&json!({"batch_id": id, "source": source, "records": records})).unwrap()
+}
+
+#[tokio::test]
+async fn re_batched_records_of_a_source_count_once_at_one_write_request_a_batch() {
+    let w = world().await;
+    for s in ["sub_a", "sub_b"] {
+        w.subscribe("c1", s, "payg", SubscriptionStatus::Active)
+            .await;
+    }
+    // Without a source, the case: 10 records re-sent under a new batch id count twice
+    // (the batch path's contract is per batch).
+    let (s1, _) = w
+        .post(&batch("plain-1", &["sub_b"], 10, w.now), GATEWAY_SECRET)
+        .await;
+    let (s2, _) = w
+        .post(&batch("plain-2", &["sub_b"], 10, w.now), GATEWAY_SECRET)
+        .await;
+    assert_eq!((s1, s2), (200, 200));
+    assert_eq!(w.total("sub_b").await, 20);
+
+    // With a source: records 1–10 counted; the answer is lost; the gateway re-forms its
+    // buffer (1–10 again plus 11–15) into a new batch: only 11–15 count.
+    w.store.reset();
+    let (status, v) = w
+        .post(
+            &sourced("gw1-1", "gw-1", "sub_a", 1, 10, w.now),
+            GATEWAY_SECRET,
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        (v["accepted"].as_u64(), v["already_counted"].as_u64()),
+        (Some(10), Some(0))
+    );
+    let (requests, items, reads) = w.store.counts();
+    eprintln!(
+        "batch with a source: {requests} write request(s) carrying {items} items; {reads} reads"
+    );
+    assert_eq!(requests, 1, "one TransactWriteItems per batch");
+    assert_eq!(items, 3, "the claim, the mark, one bucket");
+    w.store.reset();
+    let (status, v) = w
+        .post(
+            &sourced("gw1-2", "gw-1", "sub_a", 1, 15, w.now),
+            GATEWAY_SECRET,
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["duplicate"], false);
+    assert_eq!(
+        (v["accepted"].as_u64(), v["already_counted"].as_u64()),
+        (Some(5), Some(10))
+    );
+    assert_eq!(w.store.counts().0, 1);
+    assert_eq!(w.total("sub_a").await, 15);
+    // Only old records: counted nothing, the mark stays; one write request (the claim).
+    w.store.reset();
+    let (status, v) = w
+        .post(
+            &sourced("gw1-3", "gw-1", "sub_a", 3, 5, w.now),
+            GATEWAY_SECRET,
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        (v["accepted"].as_u64(), v["already_counted"].as_u64()),
+        (Some(0), Some(5))
+    );
+    assert_eq!(w.store.counts().0, 1);
+    assert_eq!(w.total("sub_a").await, 15);
+    // Another source has its own mark.
+    let (_, v) = w
+        .post(
+            &sourced("gw2-1", "gw-2", "sub_a", 1, 4, w.now),
+            GATEWAY_SECRET,
+        )
+        .await;
+    assert_eq!(v["accepted"], 4, "{v}");
+    assert_eq!(w.total("sub_a").await, 19);
+    // The same re-formed batch sent by two instances at once: counted once.
+    let body = sourced("gw1-4", "gw-1", "sub_a", 10, 11, w.now);
+    let body2 = sourced("gw1-5", "gw-1", "sub_a", 10, 11, w.now);
+    let (a, b) = tokio::join!(
+        w.post(&body, GATEWAY_SECRET),
+        w.post(&body2, GATEWAY_SECRET)
+    );
+    assert_eq!((a.0, b.0), (200, 200), "{a:?} {b:?}");
+    assert_eq!(w.total("sub_a").await, 19 + 5, "seqs 16–20 once");
+}
+
+#[tokio::test]
+async fn seq_and_source_go_together() {
+    let w = world().await;
+    w.subscribe("c1", "sub_a", "payg", SubscriptionStatus::Active)
+        .await;
+    let mut no_seq: Value =
+        serde_json::from_slice(&sourced("s1", "gw", "sub_a", 1, 3, w.now)).unwrap();
+    no_seq["records"][1].as_object_mut().unwrap().remove("seq");
+    let (status, v) = w
+        .post(&serde_json::to_vec(&no_seq).unwrap(), GATEWAY_SECRET)
+        .await;
+    assert_eq!(status, 422, "{v}");
+    assert_eq!(v["error"]["field"], "records[1].seq");
+    let mut no_source: Value =
+        serde_json::from_slice(&sourced("s2", "gw", "sub_a", 1, 3, w.now)).unwrap();
+    no_source.as_object_mut().unwrap().remove("source");
+    let (status, v) = w
+        .post(&serde_json::to_vec(&no_source).unwrap(), GATEWAY_SECRET)
+        .await;
+    assert_eq!(status, 422, "{v}");
+    assert_eq!(v["error"]["field"], "records[0].seq");
+    let mut dup: Value =
+        serde_json::from_slice(&sourced("s3", "gw", "sub_a", 1, 3, w.now)).unwrap();
+    dup["records"][2]["seq"] = 1.into();
+    let (status, v) = w
+        .post(&serde_json::to_vec(&dup).unwrap(), GATEWAY_SECRET)
+        .await;
+    assert_eq!(status, 422, "{v}");
+    assert_eq!(v["error"]["field"], "records[2].seq");
+    assert_eq!(w.total("sub_a").await, 0);
 }
 
 #[tokio::test]

@@ -16,8 +16,8 @@ use tollgate_domain::ids::{ConsumerId, MeterId, ProductId, StripeId, Subscriptio
 use tollgate_domain::lifecycle::{self, BillingFact};
 use tollgate_domain::money::MinorUnits;
 use tollgate_domain::ports::{
-    ApiKey, CheckoutError, CheckoutRequest, Consumer, Expect, PaymentsError, Purchase, Write,
-    checkout_line_items, metadata,
+    ApiKey, CheckoutError, CheckoutMode, CheckoutRequest, Consumer, Expect, PaymentsError,
+    Purchase, Write, checkout_line_items, metadata,
 };
 use tollgate_domain::pricing::{self, Quote, QuoteRequest};
 use tollgate_domain::subscription::{Subscription, SubscriptionStatus};
@@ -180,15 +180,26 @@ impl Checkout {
             return self.activate_free(&input, name, &product, now).await;
         }
 
-        let customer = self
-            .customer_for(&input.consumer_id, input.email.as_deref(), now)
-            .await?;
-
         let is_credit = input.credit_amount.is_some();
         let id = if is_credit {
             new_id("tgcp")
         } else {
             new_id("tgsub")
+        };
+        // A Stripe subscription bills its meters by customer (Billing Meters aggregate per
+        // customer and meter), so each gets a customer of its own and its invoice charges only
+        // its own usage; one-time payments and credit packs use the consumer's customer.
+        // docs/billing-run.md, "Attribution".
+        let customer = match mode {
+            CheckoutMode::Subscription => self
+                .payments
+                .create_subscription_customer(&input.consumer_id, &id, input.email.as_deref())
+                .await
+                .map_err(payments_error)?,
+            CheckoutMode::Payment => {
+                self.customer_for(&input.consumer_id, input.email.as_deref(), now)
+                    .await?
+            }
         };
         let mut extra_metadata = BTreeMap::new();
         if let Some(amount) = input.credit_amount {
@@ -330,11 +341,13 @@ impl Checkout {
         ))
     }
 
-    /// The consumer's Stripe customer, created exactly once.
+    /// The consumer's own Stripe customer (one-time payments, credit packs), created exactly
+    /// once.
     ///
     /// Concurrent first checkouts of one consumer both miss the stored customer and both ask
-    /// Stripe; the adapter's Idempotency-Key is derived from the consumer id, so Stripe creates
-    /// one customer and replays it to the second caller. The consumer item is then written
+    /// Stripe; the adapter's Idempotency-Key names the intent (the consumer's customer) and the
+    /// create request carries nothing else (not the email), so Stripe creates one customer and
+    /// replays it to the second caller whatever email each passed. The consumer item is then written
     /// conditionally: the loser of that race reads back what the winner stored.
     async fn customer_for(
         &self,

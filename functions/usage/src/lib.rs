@@ -104,6 +104,9 @@ pub struct IngestAnswer {
     pub accepted: usize,
     /// Records not counted (unknown or inactive subscription, meter not in the product).
     pub rejected: usize,
+    /// Records of a batch with a `source` whose `seq` was at or below the source's mark:
+    /// counted by an earlier batch, not counted again.
+    pub already_counted: usize,
     pub rejections: Vec<RejectedRecord>,
     pub subscriptions: Vec<SubscriptionUsage>,
 }
@@ -115,6 +118,8 @@ struct Plan {
     overflow_gates: Vec<Write>,
     events: Vec<DomainEvent>,
     accepted: usize,
+    /// Records at or below their source's mark (counted by an earlier batch).
+    already_counted: usize,
     rejections: Vec<RejectedRecord>,
     subscriptions: BTreeMap<SubscriptionId, Option<Subscription>>,
     /// Credit accounts as committed.
@@ -205,19 +210,20 @@ impl Usage {
         let now = self.clock.now();
         let batch = usage::parse_batch(body, &self.catalog, now, self.window)
             .map_err(IngestError::Batch)?;
-        if self
+        let digest = batch.digest();
+        if let Some(claimed) = self
             .store
-            .is_claimed(ClaimScope::UsageBatch, &batch.batch_id)
+            .claim_digest(ClaimScope::UsageBatch, &batch.batch_id)
             .await?
         {
-            return self.answer_duplicate(&batch, now).await;
+            return self.answer_claimed(&batch, &digest, claimed, now).await;
         }
         let mut last_err = None;
         for attempt in 0..MAX_ATTEMPTS {
             if attempt > 0 {
                 tokio::time::sleep(backoff(attempt)).await;
             }
-            let plan = self.plan(&batch, now).await?;
+            let plan = self.plan(&batch, &digest, now).await?;
             let items = plan.writes.len();
             match self.commit(plan.writes.clone()).await {
                 Ok(()) => {
@@ -231,9 +237,14 @@ impl Usage {
                     );
                     return self.finish(&batch, plan, now).await;
                 }
-                // The claim exists: a concurrent or earlier delivery counted this batch.
+                // The claim exists: a concurrent or earlier delivery counted this batch id.
                 Err(StoreError::Conflict { index: 0, .. }) => {
-                    return self.answer_duplicate(&batch, now).await;
+                    let claimed = self
+                        .store
+                        .claim_digest(ClaimScope::UsageBatch, &batch.batch_id)
+                        .await?
+                        .unwrap_or(None);
+                    return self.answer_claimed(&batch, &digest, claimed, now).await;
                 }
                 // A credit account moved (another batch of the same consumer), or DynamoDB
                 // cancelled us for a concurrent transaction on one of our items: plan again.
@@ -263,11 +274,52 @@ impl Usage {
             .collect()
     }
 
-    async fn plan(&self, batch: &UsageBatch, now: Timestamp) -> Result<Plan, IngestError> {
+    /// A batch id claimed before: the same content is a duplicate (200, nothing added), other
+    /// content is a reused id (409 naming `batch_id`, nothing counted). A claim written before
+    /// digests were kept (`None`) is taken as the same content.
+    async fn answer_claimed(
+        &self,
+        batch: &UsageBatch,
+        digest: &str,
+        claimed: Option<String>,
+        now: Timestamp,
+    ) -> Result<IngestAnswer, IngestError> {
+        match claimed {
+            Some(d) if d != digest => {
+                tracing::warn!(batch_id = %batch.batch_id, "batch_id reused with other content: refused");
+                Err(IngestError::Batch(BatchError::ReusedId {
+                    batch_id: batch.batch_id.clone(),
+                }))
+            }
+            _ => self.answer_duplicate(batch, now).await,
+        }
+    }
+
+    async fn plan(
+        &self,
+        batch: &UsageBatch,
+        digest: &str,
+        now: Timestamp,
+    ) -> Result<Plan, IngestError> {
         let subscriptions = self.read_subscriptions(batch).await?;
         let mut admitted = Vec::with_capacity(batch.records.len());
         let mut rejections = Vec::new();
+        // Per-record exactly-once (`docs/usage.md`): a record at or below its source's mark was
+        // counted by an earlier batch; the mark moves to the batch's highest seq in the same
+        // transaction, conditioned on the mark read here (a concurrent batch of the source
+        // makes this attempt conflict and plan again).
+        let mark = match &batch.source {
+            Some(source) => Some(self.store.source_mark(source).await?),
+            None => None,
+        };
+        let mut already_counted = 0;
         for r in &batch.records {
+            if let (Some(Some(m)), Some(seq)) = (mark, r.seq)
+                && seq <= m
+            {
+                already_counted += 1;
+                continue;
+            }
             let sub = subscriptions
                 .get(&r.subscription_id)
                 .and_then(Option::as_ref);
@@ -305,11 +357,22 @@ impl Usage {
         // record is refused once older than the late window, and none is newer than
         // now + the future allowance.
         let claim_expires = now + self.window.late + self.window.future + Duration::hours(1);
-        let mut writes = vec![Write::Claim {
+        let mut writes = vec![Write::ClaimContent {
             scope: ClaimScope::UsageBatch,
             id: batch.batch_id.clone(),
+            digest: digest.to_string(),
             expires_at: claim_expires,
         }];
+        if let (Some(source), Some(from), Some(top)) = (&batch.source, mark, batch.max_seq())
+            && from.is_none_or(|m| top > m)
+        {
+            writes.push(Write::AdvanceSourceMark {
+                source: source.clone(),
+                from,
+                to: top,
+                at: now,
+            });
+        }
         writes.extend(
             buckets
                 .into_iter()
@@ -387,6 +450,7 @@ impl Usage {
             overflow_gates,
             events,
             accepted: admitted.len(),
+            already_counted,
             rejections,
             subscriptions,
             accounts,
@@ -414,6 +478,7 @@ impl Usage {
             duplicate: false,
             accepted: plan.accepted,
             rejected: plan.rejections.len(),
+            already_counted: plan.already_counted,
             rejections: plan.rejections,
             subscriptions,
         })
@@ -433,6 +498,7 @@ impl Usage {
             duplicate: true,
             accepted: 0,
             rejected: 0,
+            already_counted: 0,
             rejections: Vec::new(),
             subscriptions,
         })
@@ -655,6 +721,11 @@ pub fn batch_error_response(e: &BatchError) -> Response<String> {
             StatusCode::PAYLOAD_TOO_LARGE,
             &json!({"error": {"code": "payload_too_large", "field": "body",
                 "message": e.to_string(), "limit": max}}),
+        ),
+        BatchError::ReusedId { .. } => json_response(
+            StatusCode::CONFLICT,
+            &json!({"error": {"code": "batch_id_reused", "field": "batch_id",
+                "message": e.to_string()}}),
         ),
         BatchError::Malformed { field, reason } => {
             ApiError::bad_request(field.clone(), reason.clone()).into_response()

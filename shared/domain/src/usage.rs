@@ -72,9 +72,21 @@ pub const DEFAULT_LATE_WINDOW_HOURS: i64 = 72;
 #[schemars(title = "tollgate usage batch")]
 pub struct UsageBatchDoc {
     /// The gateway's id for this batch (1–128 chars of `[A-Za-z0-9_.:-]`). Re-sending a batch
-    /// with the same id is accepted and ignored: it is counted once.
+    /// with the same id and the same content is accepted and ignored (`duplicate: true`): it is
+    /// counted once. The same id with other content is refused with 409 `batch_id_reused`,
+    /// and nothing of it is counted.
     #[schemars(length(min = 1, max = 128), regex(pattern = r"^[A-Za-z0-9_.:-]+$"))]
     pub batch_id: String,
+    /// Optional: the sending gateway instance, for per-record exactly-once (1–128 chars of
+    /// `[A-Za-z0-9_.:-]`). With a `source`, every record carries a `seq`; a record whose `seq`
+    /// is at or below the highest `seq` already counted for this source is a duplicate and
+    /// is not counted again, whatever batch it comes in (a re-formed buffer under a new
+    /// `batch_id`). Contract: a source numbers its records in increasing order and sends its
+    /// batches one at a time, re-sending unanswered records before newer ones. Cost: one read
+    /// and one more item in the batch's one transaction (see `docs/usage.md`).
+    #[serde(default)]
+    #[schemars(length(min = 1, max = 128), regex(pattern = r"^[A-Za-z0-9_.:-]+$"))]
+    pub source: Option<String>,
     /// 1 to 5,000 usage records.
     #[schemars(length(min = 1, max = 5000))]
     pub records: Vec<UsageRecordDoc>,
@@ -101,7 +113,15 @@ pub struct UsageRecordDoc {
     #[serde(default)]
     #[schemars(length(max = 256))]
     pub operation: Option<String>,
+    /// The record's sequence number at its `source` (required with the batch's `source`,
+    /// refused without it): a whole number 1 to 2^53, unique within the batch.
+    #[serde(default)]
+    #[schemars(range(min = 1, max = 9_007_199_254_740_992u64))]
+    pub seq: Option<u64>,
 }
+
+/// Largest record `seq` (2^53: exact in every JSON implementation).
+pub const MAX_SEQ: u64 = 1 << 53;
 
 /// The batch's JSON Schema (`schemas/usage-batch.schema.json`), generated from
 /// [`UsageBatchDoc`] so the published format cannot drift from these docs.
@@ -122,13 +142,52 @@ pub struct UsageRecord {
     pub meter: MeterId,
     pub timestamp: Timestamp,
     pub value: u64,
+    /// Sequence number at the batch's source (present exactly when the batch has a source).
+    pub seq: Option<u64>,
 }
 
 /// A batch whose every record passed validation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsageBatch {
     pub batch_id: String,
+    /// The sending gateway instance, for per-record exactly-once (see [`UsageBatchDoc`]).
+    pub source: Option<String>,
     pub records: Vec<UsageRecord>,
+}
+
+impl UsageBatch {
+    /// SHA-256 (hex) of the batch's canonical content: the source and every record's id,
+    /// subscription, meter, timestamp (to the nanosecond), value and seq, in order. Kept in
+    /// the batch's claim, it tells a re-send of the same batch (same digest: duplicate) from
+    /// other content under a reused `batch_id` (409). Formatting of the JSON (key order,
+    /// whitespace, `+00:00` or `Z`, an omitted `value` of 1, `operation`) does not change it.
+    pub fn digest(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(b"tollgate-usage-batch-v1\n");
+        h.update(self.source.as_deref().unwrap_or("").as_bytes());
+        for r in &self.records {
+            h.update(
+                format!(
+                    "\n{}\t{}\t{}\t{}.{:09}\t{}\t{}",
+                    r.id,
+                    r.subscription_id,
+                    r.meter,
+                    r.timestamp.timestamp(),
+                    r.timestamp.timestamp_subsec_nanos(),
+                    r.value,
+                    r.seq.map_or_else(String::new, |s| s.to_string()),
+                )
+                .as_bytes(),
+            );
+        }
+        hex::encode(h.finalize())
+    }
+
+    /// The highest record `seq` of the batch (`None` without a source).
+    pub fn max_seq(&self) -> Option<u64> {
+        self.records.iter().filter_map(|r| r.seq).max()
+    }
 }
 
 /// Why one record is refused, at `records[index].field`.
@@ -171,6 +230,12 @@ pub enum BatchError {
     /// Some records are invalid; all of them are listed.
     #[error("{} invalid records", .0.len())]
     InvalidRecords(Vec<RecordError>),
+    /// The `batch_id` was counted before with other content (409): a gateway whose counter
+    /// restarted. Nothing of this batch is counted.
+    #[error(
+        "batch_id: {batch_id:?} was already used for a batch with other content; nothing of this batch was counted (use a new batch_id)"
+    )]
+    ReusedId { batch_id: String },
 }
 
 /// Parses and validates a batch body. Either every record is valid, or every invalid record
@@ -213,6 +278,14 @@ pub fn parse_batch(
         Some(_) => return Err(malformed("batch_id", "must be a string".into())),
         None => return Err(malformed("batch_id", "is required".into())),
     };
+    let source = match root.remove("source") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => {
+            check_id(&s, MAX_ID_LEN).map_err(|e| malformed("source", e.to_string()))?;
+            Some(s)
+        }
+        Some(_) => return Err(malformed("source", "must be a string".into())),
+    };
     let records = match root.remove("records") {
         Some(Value::Array(a)) => a,
         Some(_) => return Err(malformed("records", "must be an array".into())),
@@ -234,9 +307,16 @@ pub fn parse_batch(
     let mut valid = Vec::with_capacity(records.len());
     let mut errors = Vec::new();
     let mut seen: HashMap<String, usize> = HashMap::with_capacity(records.len());
+    let mut seqs: HashMap<u64, usize> = HashMap::new();
     for (index, raw) in records.into_iter().enumerate() {
         match parse_record(index, raw, catalog, now, window) {
             Ok(rec) => {
+                let seq_error = |reason: String| RecordError {
+                    index,
+                    id: Some(rec.id.clone()),
+                    field: "seq".into(),
+                    reason,
+                };
                 if let Some(first) = seen.insert(rec.id.clone(), index) {
                     errors.push(RecordError {
                         index,
@@ -244,6 +324,14 @@ pub fn parse_batch(
                         field: "id".into(),
                         reason: format!("duplicate record id (first at index {first})"),
                     });
+                } else if source.is_some() && rec.seq.is_none() {
+                    errors.push(seq_error("is required when the batch has a source".into()));
+                } else if source.is_none() && rec.seq.is_some() {
+                    errors.push(seq_error(
+                        "needs the batch's `source` (a seq counts per source)".into(),
+                    ));
+                } else if let Some(first) = rec.seq.and_then(|q| seqs.insert(q, index)) {
+                    errors.push(seq_error(format!("duplicate seq (first at index {first})")));
                 } else {
                     valid.push(rec);
                 }
@@ -263,6 +351,7 @@ pub fn parse_batch(
     }
     Ok(UsageBatch {
         batch_id,
+        source,
         records: valid,
     })
 }
@@ -383,6 +472,20 @@ fn parse_record(
             ));
         }
     }
+    let seq = match obj.remove("seq") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(v) if (1..=MAX_SEQ).contains(&v) => Some(v),
+            _ => {
+                return Err(err(
+                    &id_opt,
+                    "seq",
+                    format!("must be a whole number from 1 to {MAX_SEQ}"),
+                ));
+            }
+        },
+        Some(_) => return Err(err(&id_opt, "seq", "must be a number".into())),
+    };
     if let Some(unknown) = obj.keys().next() {
         return Err(err(&id_opt, unknown, "unknown field".into()));
     }
@@ -393,6 +496,7 @@ fn parse_record(
         meter,
         timestamp,
         value,
+        seq,
     })
 }
 
@@ -712,6 +816,41 @@ mod tests {
 
     fn body(records: Value) -> Vec<u8> {
         serde_json::to_vec(&json!({"batch_id": "b1", "records": records})).unwrap()
+    }
+
+    #[test]
+    fn the_digest_is_the_content_not_the_formatting() {
+        let parse = |b: &[u8]| parse_batch(b, &catalog(), now(), IngestWindow::default()).unwrap();
+        let a = parse(&body(json!([
+            {"id": "r1", "subscription_id": "sub_a", "timestamp": "2026-11-22T10:01:00Z", "meter": "api_calls", "operation": "GET /x"},
+            {"id": "r2", "subscription_id": "sub_a", "timestamp": "2026-11-22T10:02:00Z", "meter": "api_calls", "value": 4}
+        ])));
+        // Same content: `+00:00` for `Z`, value 1 spelled out, no operation, keys reordered.
+        let same = parse(&body(json!([
+            {"meter": "api_calls", "id": "r1", "timestamp": "2026-11-22T10:01:00+00:00", "subscription_id": "sub_a", "value": 1},
+            {"id": "r2", "subscription_id": "sub_a", "timestamp": "2026-11-22T10:02:00Z", "meter": "api_calls", "value": 4}
+        ])));
+        assert_eq!(a.digest(), same.digest());
+        assert_eq!(a.digest().len(), 64);
+        for other in [
+            json!([{"id": "r1", "subscription_id": "sub_a", "timestamp": "2026-11-22T10:01:00Z", "meter": "api_calls"},
+                   {"id": "r2", "subscription_id": "sub_a", "timestamp": "2026-11-22T10:02:00Z", "meter": "api_calls", "value": 5}]),
+            json!([{"id": "r1", "subscription_id": "sub_a", "timestamp": "2026-11-22T10:01:00Z", "meter": "api_calls"},
+                   {"id": "r2", "subscription_id": "sub_a", "timestamp": "2026-11-22T10:02:01Z", "meter": "api_calls", "value": 4}]),
+            json!([{"id": "r1", "subscription_id": "sub_a", "timestamp": "2026-11-22T10:01:00Z", "meter": "api_calls"}]),
+        ] {
+            assert_ne!(a.digest(), parse(&body(other)).digest());
+        }
+        let sourced = parse(
+            &serde_json::to_vec(&json!({"batch_id": "b1", "source": "gw-1", "records": [
+                {"id": "r1", "subscription_id": "sub_a", "timestamp": "2026-11-22T10:01:00Z", "meter": "api_calls", "seq": 7},
+                {"id": "r2", "subscription_id": "sub_a", "timestamp": "2026-11-22T10:02:00Z", "meter": "api_calls", "seq": 9}
+            ]}))
+            .unwrap(),
+        );
+        assert_eq!(sourced.source.as_deref(), Some("gw-1"));
+        assert_eq!(sourced.max_seq(), Some(9));
+        assert_ne!(sourced.digest(), a.digest());
     }
 
     #[test]

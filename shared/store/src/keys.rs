@@ -172,6 +172,15 @@ pub fn claim(scope: ClaimScope, id: &str) -> Key {
     }
 }
 
+/// A usage source's high-water mark (per-record exactly-once, `docs/usage.md`). The source
+/// comes from the gateway; it is the last key part, like a claim id.
+pub fn source_mark(source: &str) -> Key {
+    Key {
+        pk: format!("USAGESOURCE#{source}"),
+        sk: "MARK".into(),
+    }
+}
+
 /// Usage buckets live in their subscription's item collection: one query reads a range.
 pub fn usage_bucket(key: &UsageBucketKey) -> Key {
     Key {

@@ -324,6 +324,13 @@ struct BucketItem {
 #[derive(Deserialize)]
 struct ClaimItem {
     expires_at: i64,
+    #[serde(default)]
+    digest: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct SourceMarkItem {
+    mark: u64,
 }
 
 /// Page cursors are the `LastEvaluatedKey` as JSON: all key attributes here are strings.
@@ -375,6 +382,22 @@ impl Store for DynamoStore {
     async fn is_claimed(&self, scope: ClaimScope, id: &str) -> StoreResult<bool> {
         let claim: Option<ClaimItem> = self.get(keys::claim(scope, id)).await?;
         Ok(claim.is_some_and(|c| c.expires_at >= Utc::now().timestamp()))
+    }
+
+    async fn claim_digest(
+        &self,
+        scope: ClaimScope,
+        id: &str,
+    ) -> StoreResult<Option<Option<String>>> {
+        let claim: Option<ClaimItem> = self.get(keys::claim(scope, id)).await?;
+        Ok(claim
+            .filter(|c| c.expires_at >= Utc::now().timestamp())
+            .map(|c| c.digest))
+    }
+
+    async fn source_mark(&self, source: &str) -> StoreResult<Option<u64>> {
+        let item: Option<SourceMarkItem> = self.get(keys::source_mark(source)).await?;
+        Ok(item.map(|m| m.mark))
     }
 
     async fn get_consumer(&self, id: &ConsumerId) -> StoreResult<Option<Consumer>> {

@@ -204,6 +204,52 @@ pub(crate) fn op_of(write: Write, now: Timestamp) -> Result<Op, StoreError> {
                 .value(":now", n(now.timestamp()))
                 .condition("attribute_not_exists(#pk) OR #exp < :now")
         }
+        Write::ClaimContent {
+            scope,
+            id,
+            digest,
+            expires_at,
+        } => {
+            let key = keys::claim(scope, &id);
+            let item = HashMap::from([
+                (keys::PK.to_string(), s(&key.pk)),
+                (keys::SK.to_string(), s(&key.sk)),
+                (keys::KIND.to_string(), s("claim")),
+                ("scope".to_string(), s(scope.as_str())),
+                ("claim_id".to_string(), s(id)),
+                ("digest".to_string(), s(digest)),
+                ("claimed_at".to_string(), s(keys::sort_time(now))),
+                (keys::EXPIRES_AT.to_string(), n(expires_at.timestamp())),
+            ]);
+            Op::new(key, Action::Put(item))
+                .name("#pk", keys::PK)
+                .name("#exp", keys::EXPIRES_AT)
+                .value(":now", n(now.timestamp()))
+                .condition("attribute_not_exists(#pk) OR #exp < :now")
+        }
+        Write::AdvanceSourceMark {
+            source,
+            from,
+            to,
+            at,
+        } => {
+            let op = Op::new(
+                keys::source_mark(&source),
+                Action::Update("SET #kind = :kind, #mark = :to, #at = :at".into()),
+            )
+            .name("#kind", keys::KIND)
+            .name("#mark", "mark")
+            .name("#at", "updated_at")
+            .value(":kind", s("usage_source"))
+            .value(":to", n(to))
+            .value(":at", s(keys::sort_time(at)));
+            match from {
+                None => op
+                    .name("#pk", keys::PK)
+                    .condition("attribute_not_exists(#pk)"),
+                Some(f) => op.condition("#mark = :from").value(":from", n(f)),
+            }
+        }
         Write::PutConsumer { consumer, expect } => {
             let key = keys::consumer(&consumer.id);
             let by_stripe = consumer

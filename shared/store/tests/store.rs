@@ -436,6 +436,91 @@ async fn api_keys_by_hash_and_by_subscription_and_revocation() {
 // ---- idempotency claims ----------------------------------------------------------------
 
 #[tokio::test]
+async fn a_claim_keeps_its_content_digest_and_a_source_mark_moves_only_from_what_was_read() {
+    let store = fresh_store().await;
+    let content = |id: &str, digest: &str| Write::ClaimContent {
+        scope: ClaimScope::UsageBatch,
+        id: id.into(),
+        digest: digest.into(),
+        expires_at: Utc::now() + Duration::days(3),
+    };
+    assert_eq!(
+        store
+            .claim_digest(ClaimScope::UsageBatch, "b1")
+            .await
+            .unwrap(),
+        None
+    );
+    store.commit(vec![content("b1", "d1")]).await.unwrap();
+    assert_eq!(
+        store
+            .claim_digest(ClaimScope::UsageBatch, "b1")
+            .await
+            .unwrap(),
+        Some(Some("d1".into()))
+    );
+    // Claimed is claimed, whatever the digest: the second is a conflict on the claim.
+    assert_eq!(
+        conflict_index(store.commit(vec![content("b1", "d2")]).await),
+        0
+    );
+    // A plain claim has no digest.
+    store
+        .commit(vec![claim(ClaimScope::UsageBatch, "b2")])
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .claim_digest(ClaimScope::UsageBatch, "b2")
+            .await
+            .unwrap(),
+        Some(None)
+    );
+
+    let at = Utc::now();
+    let advance = |from: Option<u64>, to: u64| Write::AdvanceSourceMark {
+        source: "gw-1".into(),
+        from,
+        to,
+        at,
+    };
+    assert_eq!(store.source_mark("gw-1").await.unwrap(), None);
+    store.commit(vec![advance(None, 10)]).await.unwrap();
+    assert_eq!(store.source_mark("gw-1").await.unwrap(), Some(10));
+    // A writer that read no mark, or an older one, loses.
+    assert_eq!(
+        conflict_index(store.commit(vec![advance(None, 12)]).await),
+        0
+    );
+    assert_eq!(
+        conflict_index(store.commit(vec![advance(Some(9), 12)]).await),
+        0
+    );
+    // In a transaction with the batch's claim: both or neither.
+    assert_eq!(
+        conflict_index(
+            store
+                .commit(vec![content("b3", "d3"), advance(Some(9), 15)])
+                .await
+        ),
+        1
+    );
+    assert_eq!(
+        store
+            .claim_digest(ClaimScope::UsageBatch, "b3")
+            .await
+            .unwrap(),
+        None
+    );
+    store
+        .commit(vec![content("b3", "d3"), advance(Some(10), 15)])
+        .await
+        .unwrap();
+    assert_eq!(store.source_mark("gw-1").await.unwrap(), Some(15));
+    assert_eq!(store.source_mark("gw-2").await.unwrap(), None);
+}
+
+#[tokio::test]
 async fn claims_are_made_once_and_expire() {
     let store = fresh_store().await;
     assert!(

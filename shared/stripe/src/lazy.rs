@@ -18,7 +18,7 @@ use tollgate_domain::ports::{
     CheckoutRequest, CheckoutSession, CustomerCredit, MeterEvent, Payments, PaymentsError,
     PaymentsResult, SubscriptionSnapshot,
 };
-use tollgate_domain::{ConsumerId, StripeId};
+use tollgate_domain::{ConsumerId, StripeId, SubscriptionId};
 
 type BuildFuture = Pin<Box<dyn Future<Output = PaymentsResult<StripeAdapter>> + Send>>;
 
@@ -85,6 +85,17 @@ impl Payments for LazyPayments {
         email: Option<&str>,
     ) -> PaymentsResult<StripeId> {
         self.adapter().await?.ensure_customer(consumer, email).await
+    }
+    async fn create_subscription_customer(
+        &self,
+        consumer: &ConsumerId,
+        subscription: &SubscriptionId,
+        email: Option<&str>,
+    ) -> PaymentsResult<StripeId> {
+        self.adapter()
+            .await?
+            .create_subscription_customer(consumer, subscription, email)
+            .await
     }
     async fn create_checkout_session(
         &self,

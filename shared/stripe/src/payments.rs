@@ -4,6 +4,7 @@
 use crate::client::{StripeClient, StripeConfig};
 use crate::convert::{currency, stripe_id, timestamp};
 use async_trait::async_trait;
+use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use stripe_billing::billing_meter_event::CreateBillingMeterEvent;
@@ -14,7 +15,7 @@ use stripe_checkout::checkout_session::{
     CreateCheckoutSessionLineItemsPriceData, CreateCheckoutSessionPaymentIntentData,
     CreateCheckoutSessionSubscriptionData,
 };
-use stripe_core::customer::{CreateCustomer, SearchCustomer};
+use stripe_core::customer::{CreateCustomer, SearchCustomer, UpdateCustomer};
 use stripe_core::customer_balance_transaction::CreateCustomerCustomerBalanceTransaction;
 use stripe_product::price::ListPrice;
 use tokio::sync::Mutex;
@@ -24,7 +25,7 @@ use tollgate_domain::ports::{
     StripeSubscriptionStatus, SubscriptionItemSnapshot, SubscriptionSnapshot, metadata,
     stripe_product_id,
 };
-use tollgate_domain::{ConsumerId, StripeId};
+use tollgate_domain::{ConsumerId, StripeId, SubscriptionId};
 
 /// The Stripe adapter. Cheap to clone; build it once per process.
 #[derive(Debug, Clone)]
@@ -81,26 +82,78 @@ impl Payments for StripeAdapter {
     ) -> PaymentsResult<StripeId> {
         // A customer made earlier (beyond Stripe's 24-hour idempotency window) is found by
         // its metadata; Stripe's search lags writes by up to a minute, which the key covers.
+        // The consumer's per-subscription customers carry the consumer id too; the
+        // consumer-level one is the one without a subscription id.
         let query = format!("metadata['{}']:'{consumer}'", metadata::CONSUMER_ID);
         let found = self
             .client
-            .get(&SearchCustomer::new(query).limit(1))
+            .get(&SearchCustomer::new(query).limit(100))
             .await?;
-        if let Some(existing) = found.data.first() {
-            return stripe_id(existing.id.as_str());
+        let existing = found.data.into_iter().find(|c| {
+            !c.metadata
+                .as_ref()
+                .is_some_and(|m| m.contains_key(metadata::SUBSCRIPTION_ID))
+        });
+        let customer = match existing {
+            Some(c) => c,
+            None => {
+                // The request carries only what the intent fixes (the consumer id), never
+                // request data such as the email: two first checkouts racing with different
+                // emails send the same parameters under the same key, and Stripe replays the
+                // one customer to both instead of answering `idempotency_error`.
+                // https://docs.stripe.com/api/idempotent_requests
+                let req = CreateCustomer::new().metadata(HashMap::from([(
+                    metadata::CONSUMER_ID.to_string(),
+                    consumer.to_string(),
+                )]));
+                self.client
+                    .post(&req, &format!("tollgate:customer-for-consumer:{consumer}"))
+                    .await?
+            }
+        };
+        if let Some(email) = email
+            && customer.email.as_deref().is_none_or(str::is_empty)
+        {
+            // The first email given wins; the key names the intent (this email on this
+            // customer), so a retry replays and another email is a different intent.
+            let digest = hex::encode(&Sha256::digest(email.as_bytes())[..10]);
+            self.client
+                .post(
+                    &UpdateCustomer::new(customer.id.as_str()).email(email),
+                    &format!("tollgate:customer-email:{}:{digest}", customer.id),
+                )
+                .await?;
         }
-        let mut req = CreateCustomer::new().metadata(HashMap::from([(
-            metadata::CONSUMER_ID.to_string(),
-            consumer.to_string(),
-        )]));
+        stripe_id(customer.id.as_str())
+    }
+
+    async fn create_subscription_customer(
+        &self,
+        consumer: &ConsumerId,
+        subscription: &SubscriptionId,
+        email: Option<&str>,
+    ) -> PaymentsResult<StripeId> {
+        // Billing Meters aggregate meter events per customer and meter
+        // (`customer_mapping`, https://docs.stripe.com/billing/subscriptions/usage-based/meters/configure):
+        // a customer per subscription keeps each subscription's usage on its own invoice.
+        let mut req = CreateCustomer::new().metadata(HashMap::from([
+            (metadata::CONSUMER_ID.to_string(), consumer.to_string()),
+            (
+                metadata::SUBSCRIPTION_ID.to_string(),
+                subscription.to_string(),
+            ),
+        ]));
         if let Some(email) = email {
             req = req.email(email);
         }
-        // The key is the consumer alone: two portal requests racing for a new consumer get the
-        // one customer Stripe created first.
+        // The subscription id is new for every checkout request, so the parameters under one
+        // key never differ.
         let customer = self
             .client
-            .post(&req, &format!("tollgate:customer:{consumer}"))
+            .post(
+                &req,
+                &format!("tollgate:customer-for-subscription:{subscription}"),
+            )
             .await?;
         stripe_id(customer.id.as_str())
     }

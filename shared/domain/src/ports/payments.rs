@@ -386,11 +386,26 @@ pub struct CustomerCredit {
 
 #[async_trait]
 pub trait Payments: Send + Sync {
-    /// The Stripe customer of a consumer, created on first use. Concurrent callers for the same
-    /// consumer get the same customer (the idempotency key is derived from the consumer id).
+    /// The consumer-level Stripe customer (one-time payments and credit packs), created on
+    /// first use. Concurrent callers for the same consumer get the same customer whatever
+    /// `email` each passes: the create request carries only the consumer id (the intent's
+    /// Idempotency-Key is derived from it), and the email is set afterwards if the customer has
+    /// none.
     async fn ensure_customer(
         &self,
         consumer: &ConsumerId,
+        email: Option<&str>,
+    ) -> PaymentsResult<StripeId>;
+    /// A Stripe customer of its own for one tollgate subscription billed by a Stripe
+    /// subscription. Stripe Billing Meters aggregate usage per customer and meter, so each
+    /// metered subscription needs its own customer for its invoice to charge only its own
+    /// usage (`docs/billing-run.md`, "Attribution"). Metadata names the consumer and the
+    /// subscription; the Idempotency-Key names the intent ("customer for subscription X"), so
+    /// a retry returns the same customer.
+    async fn create_subscription_customer(
+        &self,
+        consumer: &ConsumerId,
+        subscription: &SubscriptionId,
         email: Option<&str>,
     ) -> PaymentsResult<StripeId>;
     async fn create_checkout_session(

@@ -162,6 +162,24 @@ pub enum Write {
         id: String,
         expires_at: Timestamp,
     },
+    /// A [`Write::Claim`] whose item also keeps `digest` (of the claimed content, e.g.
+    /// [`crate::usage::UsageBatch::digest`]), so a later delivery under the same id can be told
+    /// apart: the same content (a re-send) or other content (a reused id).
+    ClaimContent {
+        scope: ClaimScope,
+        id: String,
+        digest: String,
+        expires_at: Timestamp,
+    },
+    /// Moves a usage source's high-water mark (the highest record `seq` counted) from `from`
+    /// (`None`: no mark yet) to `to`. Conflicts when the stored mark is not `from`, so two
+    /// batches of one source cannot both count the same seqs.
+    AdvanceSourceMark {
+        source: String,
+        from: Option<u64>,
+        to: u64,
+        at: Timestamp,
+    },
     PutConsumer {
         consumer: Consumer,
         expect: Expect,
@@ -279,6 +297,16 @@ pub trait Store: Send + Sync {
     async fn commit(&self, writes: Vec<Write>) -> StoreResult<()>;
     /// Whether `(scope, id)` is claimed and the claim has not expired.
     async fn is_claimed(&self, scope: ClaimScope, id: &str) -> StoreResult<bool>;
+    /// The content digest kept by a live claim: `None` when `(scope, id)` is not claimed (or
+    /// the claim expired), `Some(None)` for a claim without one (a plain [`Write::Claim`]).
+    async fn claim_digest(
+        &self,
+        scope: ClaimScope,
+        id: &str,
+    ) -> StoreResult<Option<Option<String>>>;
+    /// A usage source's high-water mark: the highest record `seq` counted (see
+    /// [`Write::AdvanceSourceMark`]); `None` before its first batch. Strongly consistent.
+    async fn source_mark(&self, source: &str) -> StoreResult<Option<u64>>;
 
     async fn get_consumer(&self, id: &ConsumerId) -> StoreResult<Option<Consumer>>;
     async fn find_consumer_by_stripe_customer(

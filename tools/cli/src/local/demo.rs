@@ -438,12 +438,18 @@ pub async fn run(stack: &LocalStack, out: &mut dyn Write) -> anyhow::Result<Demo
         }
         if day == CARD_DECLINED_DAY {
             for c in consumers.iter().filter(|c| c.plan.renewal_fails) {
-                if let Some(customer) = stack
-                    .store
-                    .get_consumer(&ConsumerId::parse(c.plan.consumer)?)
-                    .await?
-                    .and_then(|x| x.stripe_customer_id)
-                {
+                // The subscription's own Stripe customer (one per Stripe subscription) is the
+                // one whose card pays its renewal.
+                let sub = match &c.subscription {
+                    Some(s) => {
+                        stack
+                            .store
+                            .get_subscription(&SubscriptionId::parse(s.as_str())?)
+                            .await?
+                    }
+                    None => None,
+                };
+                if let Some(customer) = sub.and_then(|x| x.stripe_customer_id) {
                     stack
                         .emulator()
                         .set_customer_card(customer.as_str(), Card::Declined);
