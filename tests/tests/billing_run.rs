@@ -339,8 +339,25 @@ impl Payments for Crashing {
     async fn get_subscription(&self, id: &StripeId) -> PaymentsResult<SubscriptionSnapshot> {
         self.inner.get_subscription(id).await
     }
-    async fn cancel_at_period_end(&self, id: &StripeId) -> PaymentsResult<SubscriptionSnapshot> {
-        self.inner.cancel_at_period_end(id).await
+    async fn set_cancel_at_period_end(
+        &self,
+        id: &StripeId,
+        cancel: bool,
+        intent: &str,
+    ) -> PaymentsResult<SubscriptionSnapshot> {
+        self.inner
+            .set_cancel_at_period_end(id, cancel, intent)
+            .await
+    }
+    async fn cancel_subscription_now(
+        &self,
+        id: &StripeId,
+        intent: &str,
+    ) -> PaymentsResult<SubscriptionSnapshot> {
+        self.inner.cancel_subscription_now(id, intent).await
+    }
+    async fn expire_checkout_session(&self, id: &StripeId) -> PaymentsResult<bool> {
+        self.inner.expire_checkout_session(id).await
     }
     async fn report_meter_event(&self, event: &MeterEvent) -> PaymentsResult<()> {
         let last = self.remaining.fetch_sub(1, Ordering::SeqCst) == 1;
@@ -783,8 +800,25 @@ impl Payments for Watching {
     async fn get_subscription(&self, id: &StripeId) -> PaymentsResult<SubscriptionSnapshot> {
         self.inner.get_subscription(id).await
     }
-    async fn cancel_at_period_end(&self, id: &StripeId) -> PaymentsResult<SubscriptionSnapshot> {
-        self.inner.cancel_at_period_end(id).await
+    async fn set_cancel_at_period_end(
+        &self,
+        id: &StripeId,
+        cancel: bool,
+        intent: &str,
+    ) -> PaymentsResult<SubscriptionSnapshot> {
+        self.inner
+            .set_cancel_at_period_end(id, cancel, intent)
+            .await
+    }
+    async fn cancel_subscription_now(
+        &self,
+        id: &StripeId,
+        intent: &str,
+    ) -> PaymentsResult<SubscriptionSnapshot> {
+        self.inner.cancel_subscription_now(id, intent).await
+    }
+    async fn expire_checkout_session(&self, id: &StripeId) -> PaymentsResult<bool> {
+        self.inner.expire_checkout_session(id).await
     }
     async fn report_meter_event(&self, event: &MeterEvent) -> PaymentsResult<()> {
         if self.refuse.as_ref() == Some(&event.customer) {

@@ -6,7 +6,8 @@
 //! | `GET /catalog` | the products on sale |
 //! | `GET /consumers/{id}/subscriptions` | status, quota, usage so far this period, quote of the bill so far |
 //! | `GET /consumers/{id}/has-paid?product=ID` | whether the consumer has live access to a product |
-//! | `POST /subscriptions/{id}/cancel` | cancel at the end of the period (at once for free products) |
+//! | `POST /subscriptions/{id}/cancel` | cancel at the end of the period (at once for free products; a pending checkout's session is expired) |
+//! | `POST /subscriptions/{id}/resume` | undo a cancel at the end of the period |
 //! | `POST /subscriptions/{id}/keys` | issue a new API key, revoking the old one in the same commit |
 //!
 //! Every route needs `Authorization: Bearer <portal secret>` (compared in constant time).
@@ -27,15 +28,17 @@ pub use routes::{CheckoutRequestBody, IssuedKey, SubscriptionView};
 use http::Method;
 use lambda_http::{Body, Request, Response};
 use std::sync::Arc;
+use tollgate_app::credit::CreditStore;
 use tollgate_app::{ApiError, Secret, Settings};
 use tollgate_domain::Catalog;
-use tollgate_domain::ports::{EventPublisher, Payments, Store};
+use tollgate_domain::ports::{EventPublisher, Payments};
 use tollgate_domain::time::Clock;
 
 /// Everything the handler needs, built once per Lambda instance.
 #[derive(Clone)]
 pub struct Checkout {
-    pub store: Arc<dyn Store>,
+    /// The store, with the credit reads that gate a new prepaid key.
+    pub store: Arc<dyn CreditStore>,
     pub payments: Arc<dyn Payments>,
     pub publisher: Arc<dyn EventPublisher>,
     pub clock: Arc<dyn Clock>,
@@ -49,7 +52,7 @@ impl Checkout {
     /// The adapters plus what `settings` says.
     pub fn new(
         settings: &Settings,
-        store: Arc<dyn Store>,
+        store: Arc<dyn CreditStore>,
         payments: Arc<dyn Payments>,
         publisher: Arc<dyn EventPublisher>,
         clock: Arc<dyn Clock>,
@@ -101,6 +104,7 @@ impl Checkout {
                     .await
             }
             (&Method::POST, ["subscriptions", id, "cancel"]) => self.cancel(id).await,
+            (&Method::POST, ["subscriptions", id, "resume"]) => self.resume(id).await,
             (&Method::POST, ["subscriptions", id, "keys"]) => self.rotate_key(id).await,
             _ => Err(ApiError::not_found(format!(
                 "route {} {}",
