@@ -125,12 +125,20 @@ fn the_http_api_serves_the_product_routes() {
                 "GET /catalog",
                 "GET /consumers/{consumer_id}/subscriptions",
                 "POST /subscriptions/{subscription_id}/cancel",
+                "POST /subscriptions/{subscription_id}/resume",
                 "POST /subscriptions/{subscription_id}/keys",
                 "GET /consumers/{consumer_id}/has-paid",
             ],
         ),
         ("stripe-webhook", vec!["POST /stripe/webhook"]),
-        ("usage", vec!["POST /usage", "GET /entitlements/{key}"]),
+        (
+            "usage",
+            vec![
+                "POST /usage",
+                "GET /entitlements/{key}",
+                "GET /entitlements",
+            ],
+        ),
         ("billing-run", vec![]),
         ("authorizer", vec![]),
     ]
