@@ -218,6 +218,63 @@ impl World {
         sub
     }
 
+    /// A key for `id`, stored and gated as the checkout function issues it.
+    async fn issue_key(&self, id: &SubscriptionId) -> String {
+        let sub = self.store.get_subscription(id).await.unwrap().unwrap();
+        let key = tollgate_domain::apikey::NewApiKey::generate();
+        let hash = key.hash();
+        self.store
+            .commit(vec![Write::PutApiKey(tollgate_domain::ports::ApiKey {
+                hash: hash.clone(),
+                prefix: key.display_prefix(),
+                subscription_id: sub.id.clone(),
+                consumer_id: sub.consumer_id.clone(),
+                product_id: sub.product_id.clone(),
+                created_at: self.now(),
+                revoked_at: None,
+            })])
+            .await
+            .unwrap();
+        self.store
+            .commit(vec![tollgate_domain::entitlement::status_gate_write(
+                &sub,
+                sub.version,
+                &hash,
+            )])
+            .await
+            .unwrap();
+        key.expose_secret().to_string()
+    }
+
+    /// The authorizer's answer for `key` now (emulator clock): `(allow, status)`.
+    async fn gateway(&self, key: &str) -> (bool, u64) {
+        let a = authorizer::Authorizer::new(
+            self.store.clone(),
+            self.catalog.clone(),
+            Arc::new(EmulatorClock(self.stripe.clone())),
+            "x-api-key",
+        )
+        .authorize(&json!({"version": "2.0", "headers": {"x-api-key": key}}))
+        .await
+        .unwrap();
+        (
+            a["isAuthorized"].as_bool().unwrap(),
+            a["context"]["status"].as_u64().unwrap(),
+        )
+    }
+
+    /// The status copied onto the key for the one-read check.
+    async fn key_status(&self, key: &str) -> Option<SubscriptionStatus> {
+        use tollgate_domain::ports::EntitlementReads;
+        let (_, gate) = self
+            .store
+            .get_key_entitlement(&tollgate_domain::ids::ApiKeyHash::of_key(key))
+            .await
+            .unwrap()
+            .unwrap();
+        gate.status
+    }
+
     /// What the webhook does on `customer.subscription.updated`: the stored period follows
     /// Stripe's.
     async fn follow_stripe(&self, id: &SubscriptionId) {
@@ -355,8 +412,25 @@ impl Payments for Crashing {
     async fn get_subscription(&self, id: &StripeId) -> PaymentsResult<SubscriptionSnapshot> {
         self.inner.get_subscription(id).await
     }
-    async fn cancel_at_period_end(&self, id: &StripeId) -> PaymentsResult<SubscriptionSnapshot> {
-        self.inner.cancel_at_period_end(id).await
+    async fn set_cancel_at_period_end(
+        &self,
+        id: &StripeId,
+        cancel: bool,
+        intent: &str,
+    ) -> PaymentsResult<SubscriptionSnapshot> {
+        self.inner
+            .set_cancel_at_period_end(id, cancel, intent)
+            .await
+    }
+    async fn cancel_subscription_now(
+        &self,
+        id: &StripeId,
+        intent: &str,
+    ) -> PaymentsResult<SubscriptionSnapshot> {
+        self.inner.cancel_subscription_now(id, intent).await
+    }
+    async fn expire_checkout_session(&self, id: &StripeId) -> PaymentsResult<bool> {
+        self.inner.expire_checkout_session(id).await
     }
     async fn report_meter_event(&self, event: &MeterEvent) -> PaymentsResult<()> {
         let last = self.remaining.fetch_sub(1, Ordering::SeqCst) == 1;
@@ -527,9 +601,21 @@ async fn expired_access_ends_and_is_announced() {
         .await
         .unwrap();
 
+    let key = w.issue_key(&sub.id).await;
+    let later_key = w.issue_key(&later.id).await;
+    w.set_time(t(11, 3, 0, 0) - chrono::Duration::seconds(1));
+    assert_eq!(w.gateway(&key).await, (true, 200));
+    // Refused the second access ends, before any nightly run.
+    w.set_time(t(11, 3, 0, 0));
+    assert_eq!(w.gateway(&key).await, (false, 403));
+
     w.set_time(t(11, 4, 0, 5));
     let s = w.run(RunMode::Nightly).await;
     assert_eq!(s.expired, vec![sub.id.clone()], "{s:#?}");
+    // The run's expiry moved the key's gate with the status (the one path).
+    assert_eq!(w.key_status(&key).await, Some(SubscriptionStatus::Expired));
+    assert_eq!(w.gateway(&key).await, (false, 403));
+    assert_eq!(w.gateway(&later_key).await, (true, 200));
     let stored = w.store.get_subscription(&sub.id).await.unwrap().unwrap();
     assert_eq!(stored.status, SubscriptionStatus::Expired);
     let later_now = w.store.get_subscription(&later.id).await.unwrap().unwrap();
@@ -547,6 +633,47 @@ async fn expired_access_ends_and_is_announced() {
     // The next night finds nothing more to expire.
     w.set_time(t(11, 5, 0, 5));
     assert!(w.run(RunMode::Nightly).await.expired.is_empty());
+}
+
+/// The renewal fails for good while tollgate hears nothing: the nightly reconcile reads Stripe's
+/// `unpaid`, suspends the subscription, and the key is refused (its gate moved in the same
+/// commit).
+#[tokio::test]
+async fn a_suspension_found_by_reconcile_refuses_the_key() {
+    let w = world(t(11, 1, 9, 0)).await;
+    w.stripe
+        .set_billing_config(tollgate_stripe_emulator::BillingConfig {
+            retry_delays_secs: vec![],
+            after_retries: tollgate_stripe_emulator::AfterRetries::Unpaid,
+            ..tollgate_stripe_emulator::BillingConfig::default()
+        });
+    let sub = w.subscribe("broke", "standard").await;
+    let key = w.issue_key(&sub.id).await;
+    assert_eq!(w.gateway(&key).await, (true, 200));
+    w.stripe.set_customer_card(
+        sub.stripe_customer_id.as_ref().unwrap().as_str(),
+        Card::Declined,
+    );
+    w.set_time(t(12, 2, 0, 5));
+    let stripe_status = w
+        .payments
+        .get_subscription(sub.stripe_subscription_id.as_ref().unwrap())
+        .await
+        .unwrap()
+        .status;
+    assert_eq!(
+        stripe_status,
+        tollgate_domain::ports::StripeSubscriptionStatus::Unpaid
+    );
+    let s = w.run(RunMode::Nightly).await;
+    assert_eq!(s.reconciled, vec![sub.id.clone()], "{s:#?}");
+    let stored = w.store.get_subscription(&sub.id).await.unwrap().unwrap();
+    assert_eq!(stored.status, SubscriptionStatus::Suspended);
+    assert_eq!(
+        w.key_status(&key).await,
+        Some(SubscriptionStatus::Suspended)
+    );
+    assert_eq!(w.gateway(&key).await, (false, 403));
 }
 
 #[tokio::test]
@@ -809,8 +936,25 @@ impl Payments for Watching {
     async fn get_subscription(&self, id: &StripeId) -> PaymentsResult<SubscriptionSnapshot> {
         self.inner.get_subscription(id).await
     }
-    async fn cancel_at_period_end(&self, id: &StripeId) -> PaymentsResult<SubscriptionSnapshot> {
-        self.inner.cancel_at_period_end(id).await
+    async fn set_cancel_at_period_end(
+        &self,
+        id: &StripeId,
+        cancel: bool,
+        intent: &str,
+    ) -> PaymentsResult<SubscriptionSnapshot> {
+        self.inner
+            .set_cancel_at_period_end(id, cancel, intent)
+            .await
+    }
+    async fn cancel_subscription_now(
+        &self,
+        id: &StripeId,
+        intent: &str,
+    ) -> PaymentsResult<SubscriptionSnapshot> {
+        self.inner.cancel_subscription_now(id, intent).await
+    }
+    async fn expire_checkout_session(&self, id: &StripeId) -> PaymentsResult<bool> {
+        self.inner.expire_checkout_session(id).await
     }
     async fn report_meter_event(&self, event: &MeterEvent) -> PaymentsResult<()> {
         if self.refuse.as_ref() == Some(&event.customer) {

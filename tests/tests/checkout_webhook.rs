@@ -152,6 +152,24 @@ impl Harness {
             .count()
     }
 
+    /// The authorizer's answer (REST flavour) for `api_key` at `at`: `(allow, status)`.
+    async fn gateway(&self, api_key: &str, at: tollgate_domain::time::Timestamp) -> (bool, u64) {
+        let authorizer = authorizer::Authorizer::new(
+            Arc::new(self.table.store.clone()),
+            self.checkout.catalog.clone(),
+            Arc::new(tollgate_domain::time::FixedClock(at)),
+            "x-api-key",
+        );
+        let a = authorizer
+            .authorize(&json!({"type": "REQUEST",
+                "methodArn": "arn:aws:execute-api:us-east-1:1:api/prod/GET/x",
+                "headers": {"x-api-key": api_key}}))
+            .await
+            .unwrap();
+        let allow = a["policyDocument"]["Statement"][0]["Effect"] == "Allow";
+        (allow, a["context"]["status"].as_u64().unwrap())
+    }
+
     /// Every item of the test's table (to prove that nothing was written).
     async fn item_count(&self) -> usize {
         let out = self
@@ -877,6 +895,130 @@ async fn one_time_access_is_active_until_it_ends() {
     let days = (ends - sub.created_at).num_days();
     assert!((6..=7).contains(&days), "7 days of access, got {days}");
     assert_eq!(h.count("SubscriptionActivated"), 1);
+
+    // The gateway refuses the key from the second access ends, while the stored status still
+    // says active (the nightly run writes `expired` later).
+    let api_key = body["api_key"].as_str().unwrap();
+    let second = chrono::Duration::seconds(1);
+    assert_eq!(h.gateway(api_key, ends - second).await, (true, 200));
+    assert_eq!(h.gateway(api_key, ends).await, (false, 403));
+    assert_eq!(h.gateway(api_key, ends + second).await, (false, 403));
+    assert_eq!(
+        h.subscription(&sub_id).await.status,
+        SubscriptionStatus::Active
+    );
+}
+
+/// Cancel a pending checkout, then try to pay in the tab still open: the session was expired in
+/// Stripe, so the payment is refused and no Stripe subscription exists to bill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_then_pay_leaves_nothing_billing() {
+    let h = Harness::start().await;
+    h.stripe
+        .set_webhook_endpoint(&h.webhook_url, WEBHOOK_SECRET);
+    let (status, body) = h
+        .portal(
+            "POST",
+            "/checkout/sessions",
+            Some(json!({
+                "consumer_id": "fickle", "product_id": "standard", "subscription_name": "maybe",
+                "success_url": format!("{PORTAL}/ok"), "cancel_url": format!("{PORTAL}/no"),
+            })),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let session = body["id"].as_str().unwrap().to_string();
+    let sub_id = body["subscription_id"].as_str().unwrap().to_string();
+    let (status, view) = h
+        .portal("POST", &format!("/subscriptions/{sub_id}/cancel"), None)
+        .await;
+    assert_eq!(
+        (status, &view["status"]),
+        (200, &json!("canceled")),
+        "{view}"
+    );
+    assert_eq!(h.stripe.object(&session).unwrap()["status"], "expired");
+    assert!(
+        h.stripe.complete_checkout(&session, Card::Good).is_err(),
+        "an expired session cannot be paid"
+    );
+    h.stripe.wait_for_webhooks_idle().await;
+    assert!(h.stripe.object(&session).unwrap()["subscription"].is_null());
+    assert_eq!(
+        h.subscription(&sub_id).await.status,
+        SubscriptionStatus::Canceled
+    );
+}
+
+/// The race: the consumer pays a moment before the cancel reaches Stripe (the session is no
+/// longer open, the webhook not yet delivered). When `checkout.session.completed` arrives for
+/// the canceled tollgate subscription, the Stripe subscription it started is canceled at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_that_completes_after_cancel_is_not_left_billing() {
+    let h = Harness::start().await;
+    // No endpoint yet: the payment's webhooks are held back.
+    let (sub_id, api_key, session) = h.subscribe_to_standard().await;
+    let (status, view) = h
+        .portal("POST", &format!("/subscriptions/{sub_id}/cancel"), None)
+        .await;
+    assert_eq!(
+        (status, &view["status"]),
+        (200, &json!("canceled")),
+        "{view}"
+    );
+    let stripe_sub = h.stripe.object(&session).unwrap()["subscription"]
+        .as_str()
+        .expect("the session started a Stripe subscription")
+        .to_string();
+    assert_eq!(h.stripe.object(&stripe_sub).unwrap()["status"], "active");
+
+    // Now the held-back event arrives (signed as Stripe would).
+    let event = h
+        .stripe
+        .events()
+        .into_iter()
+        .find(|e| e["type"] == "checkout.session.completed")
+        .expect("the payment's event");
+    let body = serde_json::to_vec(&event).unwrap();
+    let sig = sign(&body, WEBHOOK_SECRET, now());
+    assert_eq!(post_webhook(&h.webhook_url, &body, Some(&sig)).await, 200);
+    assert_eq!(h.stripe.object(&stripe_sub).unwrap()["status"], "canceled");
+    let sub = h.subscription(&sub_id).await;
+    assert_eq!(sub.status, SubscriptionStatus::Canceled);
+    assert_eq!(sub.stripe_subscription_id.unwrap().as_str(), stripe_sub);
+    assert_eq!(h.gateway(&api_key, chrono::Utc::now()).await, (false, 403));
+    // Re-delivered: a duplicate, nothing more.
+    assert_eq!(post_webhook(&h.webhook_url, &body, Some(&sig)).await, 200);
+}
+
+/// cancel → resume → cancel within a day: every Stripe write names its intent, so the second
+/// cancel is not a replay of the first (Stripe replays a reused key's answer for 24 hours).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_resume_cancel_within_a_day_ends_canceling() {
+    let h = Harness::start().await;
+    h.stripe
+        .set_webhook_endpoint(&h.webhook_url, WEBHOOK_SECRET);
+    let (sub_id, _, _) = h.subscribe_to_standard().await;
+    h.stripe.wait_for_webhooks_idle().await;
+    let stripe_sub = h
+        .subscription(&sub_id)
+        .await
+        .stripe_subscription_id
+        .unwrap();
+    for (route, expected) in [("cancel", true), ("resume", false), ("cancel", true)] {
+        let (status, view) = h
+            .portal("POST", &format!("/subscriptions/{sub_id}/{route}"), None)
+            .await;
+        assert_eq!(status, 200, "{route}: {view}");
+        assert_eq!(view["cancel_at_period_end"], expected, "{route}: {view}");
+        assert_eq!(
+            h.stripe.object(stripe_sub.as_str()).unwrap()["cancel_at_period_end"],
+            expected,
+            "Stripe after {route}"
+        );
+        h.stripe.wait_for_webhooks_idle().await;
+    }
+    assert!(h.subscription(&sub_id).await.cancel_at_period_end);
 }
 
 /// A credit pack bought through checkout (`mode=payment`) tops the consumer's balance up once,

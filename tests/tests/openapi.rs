@@ -243,11 +243,27 @@ impl Probe {
         bearer: Option<&str>,
         body: Option<Value>,
     ) -> (u16, Value) {
+        self.call_with(method, path, route, bearer, &[], body).await
+    }
+
+    /// [`Self::call`] with request headers.
+    async fn call_with(
+        &mut self,
+        method: &str,
+        path: &str,
+        route: &str,
+        bearer: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let op = &self.doc["paths"][route][method.to_lowercase()];
         assert!(op.is_object(), "{method} {route} is documented");
         let mut req = self
             .http
             .request(method.parse().unwrap(), format!("{}{path}", self.base));
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
         if let Some(b) = bearer {
             req = req.bearer_auth(b);
         }
@@ -412,16 +428,39 @@ async fn every_answer_matches_the_documented_schema() {
         )
         .await;
     assert_eq!((s, ent["status"].as_u64()), (200, Some(429)), "{ent}");
+    let unknown = format!("tg_{}", "0".repeat(64));
     let (s, ent) = p
         .call(
             "GET",
-            "/entitlements/tg_nope",
+            &format!("/entitlements/{unknown}"),
             "/entitlements/{key}",
             gateway,
             None,
         )
         .await;
     assert_eq!((s, &ent["reason"]), (200, &json!("unknown_key")));
+    // Not a key (a bare SHA-256 is what the table stores, never a credential): 400.
+    let (s, ent) = p
+        .call(
+            "GET",
+            &format!("/entitlements/{}", "a".repeat(64)),
+            "/entitlements/{key}",
+            gateway,
+            None,
+        )
+        .await;
+    assert_eq!((s, &ent["error"]["field"]), (400, &json!("key")), "{ent}");
+    let (s, by_header) = p
+        .call_with(
+            "GET",
+            "/entitlements",
+            "/entitlements",
+            gateway,
+            &[("x-api-key", key)],
+            None,
+        )
+        .await;
+    assert_eq!((s, by_header["status"].as_u64()), (200, Some(429)));
 
     let (s, _) = p
         .call(
@@ -453,6 +492,16 @@ async fn every_answer_matches_the_documented_schema() {
         )
         .await;
     assert_eq!(s, 404);
+    let (s, resumed) = p
+        .call(
+            "POST",
+            &format!("/subscriptions/{paid_sub}/resume"),
+            "/subscriptions/{subscription_id}/resume",
+            portal,
+            None,
+        )
+        .await;
+    assert_eq!((s, &resumed["cancel_at_period_end"]), (200, &json!(false)));
 
     for (status, amount) in [(201, 500), (200, 500), (409, 700)] {
         let (s, adj) = p

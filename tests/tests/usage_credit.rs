@@ -326,7 +326,8 @@ impl World {
             updated_at: self.now - Duration::days(1),
             version: 0,
         };
-        let key = format!("tg_{sub}_secret");
+        // A well-formed key (tg_ + 64 hex), fixed per subscription.
+        let key = format!("tg_{}", ApiKeyHash::of_key(sub).as_str());
         let hash = ApiKeyHash::of_key(&key);
         self.store
             .inner
@@ -368,15 +369,25 @@ impl World {
     }
 
     async fn entitlement(&self, key: &str) -> Value {
-        let req = http::Request::builder()
-            .method("GET")
-            .uri(format!("/entitlements/{key}"))
-            .header("authorization", format!("Bearer {GATEWAY_SECRET}"))
-            .body(lambda_http::Body::Empty)
-            .unwrap();
-        let (status, v) = self.send(req).await;
+        let (status, v) = self
+            .entitlement_at(&format!("/entitlements/{key}"), None)
+            .await;
         assert_eq!(status, 200, "{v}");
+        // The same answer with the key in the `x-api-key` header instead of the URL.
+        let (status, h) = self.entitlement_at("/entitlements", Some(key)).await;
+        assert_eq!((status, &h), (200, &v));
         v
+    }
+
+    async fn entitlement_at(&self, path: &str, header_key: Option<&str>) -> (u16, Value) {
+        let mut req = http::Request::builder()
+            .method("GET")
+            .uri(path)
+            .header("authorization", format!("Bearer {GATEWAY_SECRET}"));
+        if let Some(k) = header_key {
+            req = req.header("x-api-key", k);
+        }
+        self.send(req.body(lambda_http::Body::Empty).unwrap()).await
     }
 
     async fn send(&self, req: lambda_http::Request) -> (u16, Value) {
@@ -1004,7 +1015,11 @@ async fn prepaid_credit_end_to_end_402_alerts_and_top_up() {
     // The hot path is one read.
     w.store.reset();
     w.entitlement(&key).await;
-    assert_eq!(w.store.counts().2, 1, "one GetItem per entitlement check");
+    assert_eq!(
+        w.store.counts().2,
+        2,
+        "one GetItem per entitlement check (path, header)"
+    );
 
     // $9.99 of usage (999 calls at 1 cent): CreditsLow, still allowed.
     let (_, v) = w
@@ -1032,7 +1047,7 @@ async fn prepaid_credit_end_to_end_402_alerts_and_top_up() {
     );
     w.store.reset();
     w.entitlement(&key).await;
-    assert_eq!(w.store.counts().2, 1, "the 402 is one read too");
+    assert_eq!(w.store.counts().2, 2, "the 402 is one read per check too");
 
     // The authorizer says the same, with the reason in its context.
     let authorizer = authorizer::Authorizer::new(
@@ -1138,4 +1153,97 @@ async fn an_operator_adjustment_is_not_lost_by_the_next_draw_down() {
         .await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(w.balance("dev-3").await, 1490);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The check path: read only, and only a key is a credential
+// ---------------------------------------------------------------------------------------------
+
+/// The authorizer's IAM role may only read (`template.yaml`): the first check of a prepaid key
+/// whose gates were never written (no purchase yet) must answer from reads alone, and so must
+/// every later check, through the authorizer and `GET /entitlements` alike.
+#[tokio::test]
+async fn the_check_path_never_writes_even_for_a_new_prepaid_key() {
+    let w = world().await;
+    let key = w
+        .subscribe("dev-9", "sub_n", "credits", SubscriptionStatus::Active)
+        .await;
+    let authorizer = authorizer::Authorizer::new(
+        w.store.clone(),
+        w.catalog.clone(),
+        Arc::new(FixedClock(w.now)),
+        "x-api-key",
+    );
+    let rest = |k: &str| {
+        json!({"type": "REQUEST", "methodArn": "arn:aws:execute-api:us-east-1:1:api/prod/GET/x",
+               "headers": {"X-Api-Key": k}})
+    };
+    let http = |k: &str| json!({"version": "2.0", "headers": {"x-api-key": k}});
+
+    w.store.reset();
+    let a = authorizer.authorize(&rest(&key)).await.unwrap();
+    assert_eq!(a["context"]["reason"], "no_credit", "{a}");
+    let a = authorizer.authorize(&http(&key)).await.unwrap();
+    assert_eq!(a["isAuthorized"], false);
+    assert_eq!(w.entitlement(&key).await["reason"], "no_credit");
+    assert_eq!(w.store.counts().0, 0, "no write request on the check path");
+
+    w.buy("dev-9", "cs_n_1", 1000).await;
+    w.store.reset();
+    let a = authorizer.authorize(&rest(&key)).await.unwrap();
+    assert_eq!(
+        a["policyDocument"]["Statement"][0]["Effect"], "Allow",
+        "{a}"
+    );
+    assert_eq!(w.entitlement(&key).await["allow"], true);
+    assert_eq!(w.store.counts().0, 0, "no write request on the check path");
+    assert_eq!(
+        w.store.counts().2,
+        3,
+        "one read per check (authorizer, path, header)"
+    );
+}
+
+/// The table stores SHA-256(key); that hash must never work as a key. Refused on both paths
+/// without reading the table.
+#[tokio::test]
+async fn a_bare_hash_is_refused_by_the_route_and_the_authorizer() {
+    let w = world().await;
+    let key = w
+        .subscribe("c1", "sub_h", "free", SubscriptionStatus::Active)
+        .await;
+    assert_eq!(w.entitlement(&key).await["allow"], true);
+    let hash = ApiKeyHash::of_key(&key).as_str().to_string();
+    w.store.reset();
+    for (path, header) in [
+        (format!("/entitlements/{hash}"), None),
+        ("/entitlements".to_string(), Some(hash.as_str())),
+        ("/entitlements".to_string(), None),
+        (format!("/entitlements/{}", key.to_uppercase()), None),
+    ] {
+        let (status, v) = w.entitlement_at(&path, header).await;
+        assert_eq!(status, 400, "{path} {header:?}: {v}");
+        let field = if path == "/entitlements" {
+            "x-api-key"
+        } else {
+            "key"
+        };
+        assert_eq!(v["error"]["field"], field, "{v}");
+    }
+    let authorizer = authorizer::Authorizer::new(
+        w.store.clone(),
+        w.catalog.clone(),
+        Arc::new(FixedClock(w.now)),
+        "x-api-key",
+    );
+    let rest = json!({"type": "REQUEST", "methodArn": "arn:aws:execute-api:us-east-1:1:api/prod/GET/x",
+                      "headers": {"X-Api-Key": hash}});
+    let a = authorizer.authorize(&rest).await.unwrap();
+    assert_eq!(a["policyDocument"]["Statement"][0]["Effect"], "Deny", "{a}");
+    let a = authorizer
+        .authorize(&json!({"version": "2.0", "headers": {"x-api-key": hash}}))
+        .await
+        .unwrap();
+    assert_eq!(a["isAuthorized"], false, "{a}");
+    assert_eq!(w.store.counts(), (0, 0, 0), "junk never reaches DynamoDB");
 }

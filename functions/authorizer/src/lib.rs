@@ -76,8 +76,7 @@ impl Authorizer {
     /// The authorizer's answer to one API Gateway request event.
     pub async fn authorize(&self, request: &Value) -> Result<Value, AuthorizerError> {
         let v2 = request.get("version").and_then(Value::as_str) == Some("2.0");
-        let key = header(request, &self.header);
-        let Some(hash) = key.as_deref().and_then(tollgate_app::entitlement::key_hash) else {
+        let Some(key) = header(request, &self.header) else {
             if v2 {
                 return Ok(
                     json!({"isAuthorized": false, "context": {"reason": "missing_key", "status": 401}}),
@@ -85,13 +84,20 @@ impl Authorizer {
             }
             return Err(AuthorizerError::Unauthorized);
         };
-        let e = tollgate_app::entitlement::check(
-            self.store.as_ref(),
-            &self.catalog,
-            &hash,
-            self.clock.now(),
-        )
-        .await?;
+        // Only a well-formed key is a credential: anything else (a bare SHA-256 of a key, which
+        // the table stores, included) is denied without a read.
+        let e = match tollgate_app::entitlement::key_hash(&key) {
+            Some(hash) => {
+                tollgate_app::entitlement::check(
+                    self.store.as_ref(),
+                    &self.catalog,
+                    &hash,
+                    self.clock.now(),
+                )
+                .await?
+            }
+            None => Entitlement::unknown_key(),
+        };
         let context = context(&e);
         if v2 {
             return Ok(json!({"isAuthorized": e.allow, "context": context}));

@@ -17,12 +17,16 @@ use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
+use tollgate_app::credit::CreditStore;
+use tollgate_app::subscriptions::{
+    Attempt, Committed, Contended, Transition, commit_transition, retry_on_conflict,
+};
 use tollgate_domain::billing::{self, MeterPlanInput, RunMode, SliceAction};
 use tollgate_domain::catalog::Catalog;
 use tollgate_domain::ids::{MeterId, StripeId, SubscriptionId};
 use tollgate_domain::lifecycle::{self, BillingFact};
 use tollgate_domain::ports::{
-    ClaimScope, EventPublisher, Expect, LedgerEntry, MeterEvent, Payments, PaymentsError, Store,
+    ClaimScope, EventPublisher, Expect, LedgerEntry, MeterEvent, Payments, PaymentsError,
     StoreError, Write, bills_metered_in_stripe,
 };
 use tollgate_domain::subscription::{Subscription, SubscriptionStatus};
@@ -62,7 +66,7 @@ impl From<RunError> for lambda_runtime::Diagnostic {
 const RUN_MARKER_TTL: Duration = Duration::days(40);
 
 pub struct BillingRun {
-    store: Arc<dyn Store>,
+    store: Arc<dyn CreditStore>,
     payments: Arc<dyn Payments>,
     publisher: Arc<dyn EventPublisher>,
     catalog: Arc<Catalog>,
@@ -87,7 +91,7 @@ enum Pass {
 
 impl BillingRun {
     pub fn new(
-        store: Arc<dyn Store>,
+        store: Arc<dyn CreditStore>,
         payments: Arc<dyn Payments>,
         publisher: Arc<dyn EventPublisher>,
         catalog: Arc<Catalog>,
@@ -498,24 +502,48 @@ impl BillingRun {
     }
 
     /// One-time access whose end passed: status Expired and a `SubscriptionExpired` event.
+    /// (The entitlement check already refuses such a key from the second its access ended;
+    /// this writes the status.)
     async fn expire_access(&self, now: Timestamp, ctx: &Ctx<'_>) -> Result<(), StoreError> {
-        for mut sub in self.store.access_expiring_by(now).await? {
+        for sub in self.store.access_expiring_by(now).await? {
             if sub.status.is_final() {
                 continue;
             }
-            let version = sub.version;
-            let effects = lifecycle::apply(&mut sub, BillingFact::AccessExpired, now);
-            if let Err(f) = self.commit_and_publish(&sub, version, effects, now).await {
-                ctx.summary.lock().expect("summary").failed.push(f);
-                continue;
+            let id = sub.id.clone();
+            let id_ref = &id;
+            let result = retry_on_conflict(move || self.expire_step(id_ref, now)).await;
+            match result {
+                Ok(true) => ctx.summary.lock().expect("summary").expired.push(id),
+                Ok(false) => {}
+                Err(e) => ctx
+                    .summary
+                    .lock()
+                    .expect("summary")
+                    .failed
+                    .push(e.failure(&id)),
             }
-            ctx.summary
-                .lock()
-                .expect("summary")
-                .expired
-                .push(sub.id.clone());
         }
         Ok(())
+    }
+
+    /// One attempt of expiring one subscription; `Done(true)` when it was expired now.
+    async fn expire_step(
+        &self,
+        id: &SubscriptionId,
+        now: Timestamp,
+    ) -> Result<Attempt<bool>, StepError> {
+        let Some(mut sub) = self.store.get_subscription(id).await? else {
+            return Ok(Attempt::Done(false));
+        };
+        if sub.status.is_final() {
+            return Ok(Attempt::Done(false));
+        }
+        let version = sub.version;
+        let effects = lifecycle::apply(&mut sub, BillingFact::AccessExpired, now);
+        Ok(self
+            .commit(Transition::of(sub, version, effects, now))
+            .await?
+            .map(|()| true))
     }
 
     /// Re-reads, through the payments port, subscriptions whose last webhook is more than a
@@ -544,31 +572,47 @@ impl BillingRun {
                 ctx.summary.lock().expect("summary").deferred += 1;
                 continue;
             }
-            match self.reconcile_one(sub, now, ctx).await {
-                Ok(Some(id)) => ctx.summary.lock().expect("summary").reconciled.push(id),
-                Ok(None) => {}
-                Err(f) => ctx.summary.lock().expect("summary").failed.push(f),
+            match self.reconcile_one(&sub.id, now, ctx).await {
+                Ok(true) => ctx.summary.lock().expect("summary").reconciled.push(sub.id),
+                Ok(false) => {}
+                Err(e) => ctx
+                    .summary
+                    .lock()
+                    .expect("summary")
+                    .failed
+                    .push(e.failure(&sub.id)),
             }
         }
         Ok(())
     }
 
+    /// Applies Stripe's current state of one subscription. Each attempt re-reads the stored
+    /// subscription and Stripe, so an older Stripe read never overwrites a newer webhook.
     async fn reconcile_one(
         &self,
-        mut sub: Subscription,
+        id: &SubscriptionId,
         now: Timestamp,
         ctx: &Ctx<'_>,
-    ) -> Result<Option<SubscriptionId>, Failure> {
+    ) -> Result<bool, StepError> {
+        retry_on_conflict(move || self.reconcile_step(id, now, ctx)).await
+    }
+
+    /// One attempt of [`Self::reconcile_one`]: reads the stored subscription, then Stripe.
+    async fn reconcile_step(
+        &self,
+        id: &SubscriptionId,
+        now: Timestamp,
+        ctx: &Ctx<'_>,
+    ) -> Result<Attempt<bool>, StepError> {
+        let Some(mut sub) = self.store.get_subscription(id).await? else {
+            return Ok(Attempt::Done(false));
+        };
         let Some(stripe_id) = sub.stripe_subscription_id.clone() else {
-            return Ok(None);
+            return Ok(Attempt::Done(false));
         };
         self.reads.acquire().await;
         ctx.summary.lock().expect("summary").stripe_calls += 1;
-        let snap = self
-            .payments
-            .get_subscription(&stripe_id)
-            .await
-            .map_err(|e| payments_failure(&sub.id, None, &e))?;
+        let snap = self.payments.get_subscription(&stripe_id).await?;
         let before = sub.clone();
         let version = sub.version;
         sub.observe_stripe_periods(&snap);
@@ -577,38 +621,48 @@ impl BillingRun {
             None => &[],
         };
         if sub == before {
-            return Ok(None);
+            return Ok(Attempt::Done(false));
         }
         sub.updated_at = now;
-        self.commit_and_publish(&sub, version, effects, now).await?;
-        tracing::info!(subscription = %sub.id, status = sub.status.as_str(), "reconciled with Stripe");
-        Ok(Some(sub.id))
+        let status = sub.status;
+        let done = self
+            .commit(Transition::of(sub, version, effects, now))
+            .await?;
+        if let Attempt::Done(()) = done {
+            tracing::info!(subscription = %id, status = status.as_str(), "reconciled with Stripe");
+        }
+        Ok(done.map(|()| true))
     }
 
-    async fn commit_and_publish(
-        &self,
-        sub: &Subscription,
-        version: u64,
-        effects: &[lifecycle::Effect],
-        now: Timestamp,
-    ) -> Result<(), Failure> {
-        let put = Write::PutSubscription {
-            subscription: sub.clone(),
-            expect: Expect::Version(version),
-        };
-        self.store
-            .commit(vec![put])
-            .await
-            // A conflict means a webhook changed it meanwhile; the next run looks again.
-            .map_err(|e| Failure::new(&sub.id, None, &e.to_string(), true))?;
-        let events: Vec<_> = effects.iter().map(|e| e.event(sub, now)).collect();
-        if !events.is_empty() {
-            self.publisher
-                .publish(&events)
-                .await
-                .map_err(|e| Failure::new(&sub.id, None, &e.to_string(), false))?;
+    /// The one transition step (`tollgate_app::subscriptions`): the subscription, its keys'
+    /// gates, then the events.
+    async fn commit(&self, t: Transition<'_>) -> Result<Attempt<()>, StepError> {
+        match commit_transition(&*self.store, &*self.publisher, &self.catalog, t).await? {
+            Committed::Applied { .. } | Committed::AlreadyClaimed => Ok(Attempt::Done(())),
+            Committed::Stale => Ok(Attempt::Retry),
         }
-        Ok(())
+    }
+}
+
+/// Why one subscription's expiry or reconcile failed.
+#[derive(Debug, thiserror::Error)]
+enum StepError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Payments(#[from] PaymentsError),
+    #[error(transparent)]
+    Contended(#[from] Contended),
+}
+
+impl StepError {
+    fn failure(&self, sub: &SubscriptionId) -> Failure {
+        let retryable = match self {
+            StepError::Store(e) => e.is_retryable(),
+            StepError::Payments(e) => e.is_transient(),
+            StepError::Contended(_) => true,
+        };
+        Failure::new(sub, None, &self.to_string(), retryable)
     }
 }
 

@@ -6,7 +6,8 @@
 //! | `GET /catalog` | the products on sale |
 //! | `GET /consumers/{id}/subscriptions` | status, quota, usage so far this period, quote of the bill so far |
 //! | `GET /consumers/{id}/has-paid?product=ID[,ID…]` | whether the consumer has live access to a product (or any of several) |
-//! | `POST /subscriptions/{id}/cancel` | cancel at the end of the period (at once for free products) |
+//! | `POST /subscriptions/{id}/cancel` | cancel at the end of the period (at once for free products; a pending checkout's session is expired) |
+//! | `POST /subscriptions/{id}/resume` | undo a cancel at the end of the period |
 //! | `POST /subscriptions/{id}/keys` | issue a new API key, revoking the old one in the same commit |
 //! | `POST /consumers/{id}/credit/adjustments` | an operator's grant (+) or deduction (−) of prepaid credit, once per idempotency key |
 //!
@@ -39,6 +40,7 @@ use tollgate_domain::time::Clock;
 /// Everything the handler needs, built once per Lambda instance.
 #[derive(Clone)]
 pub struct Checkout {
+    /// The store, with the credit reads that gate a new prepaid key and apply adjustments.
     pub store: Arc<dyn CreditStore>,
     pub payments: Arc<dyn Payments>,
     pub publisher: Arc<dyn EventPublisher>,
@@ -108,6 +110,7 @@ impl Checkout {
                     .await
             }
             (&Method::POST, ["subscriptions", id, "cancel"]) => self.cancel(id).await,
+            (&Method::POST, ["subscriptions", id, "resume"]) => self.resume(id).await,
             (&Method::POST, ["subscriptions", id, "keys"]) => self.rotate_key(id).await,
             (&Method::POST, ["consumers", consumer, "credit", "adjustments"]) => {
                 self.adjust_credit(consumer, body).await

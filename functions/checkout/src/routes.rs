@@ -8,16 +8,17 @@ use std::collections::{BTreeMap, BTreeSet};
 use tollgate_app::ApiError;
 use tollgate_app::error::json_response;
 use tollgate_app::json::parse_body;
+use tollgate_app::subscriptions::{
+    Attempt, Committed, Transition, commit_transition, retry_on_conflict,
+};
 use tollgate_domain::apikey::NewApiKey;
 use tollgate_domain::catalog::Product;
-use tollgate_domain::entitlement::status_gate_write;
-use tollgate_domain::events::DomainEvent;
 use tollgate_domain::ids::{ConsumerId, MeterId, ProductId, StripeId, SubscriptionId};
 use tollgate_domain::lifecycle::{self, BillingFact};
 use tollgate_domain::money::MinorUnits;
 use tollgate_domain::ports::{
     ApiKey, CheckoutError, CheckoutMode, CheckoutRequest, Consumer, Expect, PaymentsError,
-    Purchase, Write, checkout_line_items, metadata,
+    Purchase, SubscriptionSnapshot, Write, checkout_line_items, metadata,
 };
 use tollgate_domain::pricing::{self, Quote, QuoteRequest};
 use tollgate_domain::subscription::{Subscription, SubscriptionStatus};
@@ -26,8 +27,6 @@ use tollgate_domain::usage;
 
 /// Longest subscription name accepted (it goes into Stripe metadata, whose values hold 500).
 const MAX_NAME_LEN: usize = 100;
-/// Optimistic-concurrency retries of a read-modify-write before answering 409.
-const MAX_ATTEMPTS: usize = 3;
 
 /// `POST /checkout/sessions`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -245,18 +244,11 @@ impl Checkout {
                 updated_at: now,
                 version: 0,
             };
-            let record = api_key_record(key, &sub, now);
-            let writes = vec![
-                Write::PutSubscription {
-                    subscription: sub.clone(),
-                    expect: Expect::Absent,
-                },
-                Write::PutApiKey(record.clone()),
-            ];
-            self.store.commit(writes).await?;
-            self.gate_new_key(&sub, 0, &record).await;
+            let mut t = Transition::of(sub, 0, &[], now);
+            t.expect = Expect::Absent;
+            t.new_keys = vec![api_key_record(key, &t.subscription, now)];
+            self.transition(t).await?;
         }
-
         let session = self
             .payments
             .create_checkout_session(&request)
@@ -269,6 +261,11 @@ impl Checkout {
             session = %session.id,
             "checkout session created"
         );
+        if key.is_some() {
+            // Remembered so that a cancel before payment can expire the session in Stripe.
+            let (sub_id, session_id) = (&id, &session.id);
+            retry_on_conflict(move || self.remember_session(sub_id, session_id)).await?;
+        }
         let mut answer = serde_json::json!({
             "id": session.id,
             "url": session.url,
@@ -313,20 +310,10 @@ impl Checkout {
             version: 0,
         };
         let effects = lifecycle::apply(&mut sub, BillingFact::Paid, now);
-        let api_key = api_key_record(&key, &sub, now);
-        self.store
-            .commit(vec![
-                Write::PutSubscription {
-                    subscription: sub.clone(),
-                    expect: Expect::Absent,
-                },
-                Write::PutApiKey(api_key.clone()),
-            ])
-            .await?;
-        self.gate_new_key(&sub, 0, &api_key).await;
-        let mut events: Vec<DomainEvent> = effects.iter().map(|e| e.event(&sub, now)).collect();
-        events.push(key_issued(&api_key));
-        self.publish(&events).await;
+        let mut t = Transition::of(sub, 0, effects, now);
+        t.expect = Expect::Absent;
+        t.new_keys = vec![api_key_record(&key, &t.subscription, now)];
+        let sub = self.transition(t).await?;
         tracing::info!(consumer = %sub.consumer_id, product = %sub.product_id, subscription = %id, "free subscription activated");
         Ok(json_response(
             StatusCode::CREATED,
@@ -579,58 +566,92 @@ impl Checkout {
     /// Cancels at the end of the paid period: Stripe keeps billing the period already paid for
     /// and sends `customer.subscription.deleted` at its end, which the webhook turns into
     /// `canceled`. A subscription Stripe does not bill (free, one-time, checkout never
-    /// completed) ends at once.
+    /// completed) ends at once; a pending checkout's session is expired in Stripe first, so the
+    /// tab the consumer left open can no longer pay. (If it was paid meanwhile, the webhook
+    /// cancels the Stripe subscription it started: tollgate's is canceled.)
     pub(crate) async fn cancel(&self, id: &str) -> Result<http::Response<String>, ApiError> {
         let id = SubscriptionId::parse(id)
             .map_err(|e| ApiError::bad_request("subscription_id", e.to_string()))?;
-        for _ in 0..MAX_ATTEMPTS {
-            let mut sub = self.load(&id).await?;
-            let now = self.clock.now();
-            let version = sub.version;
-            if sub.status.is_final() {
-                return Ok(json_response(StatusCode::OK, &self.view(sub, now).await?));
+        let id = &id;
+        let sub = retry_on_conflict(move || self.cancel_step(id)).await?;
+        Ok(json_response(
+            StatusCode::OK,
+            &self.view(sub, self.clock.now()).await?,
+        ))
+    }
+
+    async fn cancel_step(&self, id: &SubscriptionId) -> Result<Attempt<Subscription>, ApiError> {
+        let mut sub = self.load(id).await?;
+        let now = self.clock.now();
+        let version = sub.version;
+        if sub.status.is_final() {
+            return Ok(Attempt::Done(sub));
+        }
+        let effects = match sub.stripe_subscription_id.clone() {
+            Some(stripe_id) => {
+                let snap = self
+                    .payments
+                    .set_cancel_at_period_end(&stripe_id, true, &intent(&sub))
+                    .await
+                    .map_err(payments_error)?;
+                apply_period_snapshot(&mut sub, &snap, now);
+                &[][..]
             }
-            let mut events = Vec::new();
-            match sub.stripe_subscription_id.clone() {
-                Some(stripe_id) => {
-                    let snap = self
+            None => {
+                if let Some(session) = &sub.stripe_checkout_session_id {
+                    let expired = self
                         .payments
-                        .cancel_at_period_end(&stripe_id)
+                        .expire_checkout_session(session)
                         .await
                         .map_err(payments_error)?;
-                    sub.observe_stripe_periods(&snap);
-                    sub.updated_at = now;
-                }
-                None => {
-                    let effects = lifecycle::apply(&mut sub, BillingFact::Ended, now);
-                    events.extend(effects.iter().map(|e| e.event(&sub, now)));
-                }
-            }
-            let mut writes = vec![Write::PutSubscription {
-                subscription: sub.clone(),
-                expect: Expect::Version(version),
-            }];
-            if !events.is_empty() {
-                // The status changed: the keys' entitlement gates follow in the same commit.
-                for key in self.store.list_api_keys(&id).await? {
-                    if key.revoked_at.is_none() {
-                        writes.push(status_gate_write(&sub, version + 1, &key.hash));
+                    if !expired {
+                        tracing::info!(subscription = %sub.id, %session, "checkout session no longer open; a payment is canceled in Stripe when its webhook arrives");
                     }
                 }
+                lifecycle::apply(&mut sub, BillingFact::Ended, now)
             }
-            match self.store.commit(writes).await {
-                Ok(()) => {
-                    self.publish(&events).await;
-                    sub.version = version + 1;
-                    return Ok(json_response(StatusCode::OK, &self.view(sub, now).await?));
-                }
-                Err(e) if e.is_conflict() => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(ApiError::Conflict(
-            "the subscription kept changing; retry".into(),
+        };
+        self.commit_step(Transition::of(sub, version, effects, now))
+            .await
+    }
+
+    /// Undoes a cancel at period end: Stripe keeps renewing the subscription. A subscription
+    /// that already ended cannot be resumed (409); one not set to cancel is answered as is.
+    pub(crate) async fn resume(&self, id: &str) -> Result<http::Response<String>, ApiError> {
+        let id = SubscriptionId::parse(id)
+            .map_err(|e| ApiError::bad_request("subscription_id", e.to_string()))?;
+        let id = &id;
+        let sub = retry_on_conflict(move || self.resume_step(id)).await?;
+        Ok(json_response(
+            StatusCode::OK,
+            &self.view(sub, self.clock.now()).await?,
         ))
+    }
+
+    async fn resume_step(&self, id: &SubscriptionId) -> Result<Attempt<Subscription>, ApiError> {
+        let mut sub = self.load(id).await?;
+        let now = self.clock.now();
+        let version = sub.version;
+        if sub.status.is_final() {
+            return Err(ApiError::Conflict(format!(
+                "subscription is {}: it cannot be resumed",
+                sub.status.as_str()
+            )));
+        }
+        let Some(stripe_id) = sub.stripe_subscription_id.clone() else {
+            return Ok(Attempt::Done(sub));
+        };
+        if !sub.cancel_at_period_end {
+            return Ok(Attempt::Done(sub));
+        }
+        let snap = self
+            .payments
+            .set_cancel_at_period_end(&stripe_id, false, &intent(&sub))
+            .await
+            .map_err(payments_error)?;
+        apply_period_snapshot(&mut sub, &snap, now);
+        self.commit_step(Transition::of(sub, version, &[], now))
+            .await
     }
 
     /// Issues a new key and revokes every live one in the same commit, which also bumps the
@@ -657,26 +678,14 @@ impl Checkout {
             .collect();
         let key = NewApiKey::generate();
         let record = api_key_record(&key, &sub, now);
-        let mut writes = vec![Write::PutSubscription {
-            subscription: sub.clone(),
-            expect: Expect::Version(version),
-        }];
-        writes.extend(live.iter().map(|k| Write::RevokeApiKey {
-            hash: k.hash.clone(),
-            at: now,
-        }));
-        writes.push(Write::PutApiKey(record.clone()));
-        match self.store.commit(writes).await {
-            Ok(()) => {}
-            Err(e) if e.is_conflict() => {
-                return Err(ApiError::Conflict(
-                    "the subscription changed concurrently; retry".into(),
-                ));
-            }
-            Err(e) => return Err(e.into()),
+        let mut t = Transition::of(sub, version, &[], now);
+        t.revoke = live.clone();
+        t.new_keys = vec![record.clone()];
+        if let Attempt::Retry = self.commit_step(t).await? {
+            return Err(ApiError::Conflict(
+                "the subscription changed concurrently; retry".into(),
+            ));
         }
-        self.gate_new_key(&sub, version + 1, &record).await;
-        self.publish(&[key_issued(&record)]).await;
         Ok(json_response(
             StatusCode::CREATED,
             &IssuedKey {
@@ -688,14 +697,41 @@ impl Checkout {
         ))
     }
 
-    /// Copies the subscription's status onto a key just created, for the one-read entitlement
-    /// check. It cannot be in the commit that creates the key (DynamoDB refuses two operations
-    /// on one item in a transaction); if it is lost, the check reads the subscription instead
-    /// (correct, one read slower), and a newer copy written meanwhile is never overwritten.
-    async fn gate_new_key(&self, sub: &Subscription, stored_version: u64, key: &ApiKey) {
-        let write = status_gate_write(sub, stored_version, &key.hash);
-        if let Err(e) = self.store.commit(vec![write]).await {
-            tracing::info!(subscription = %sub.id, error = %e, "key gate not written");
+    /// Stores the Checkout Session id on a pending subscription (once).
+    async fn remember_session(
+        &self,
+        id: &SubscriptionId,
+        session: &StripeId,
+    ) -> Result<Attempt<()>, ApiError> {
+        let mut sub = self.load(id).await?;
+        if sub.stripe_checkout_session_id.is_some() {
+            return Ok(Attempt::Done(()));
+        }
+        let version = sub.version;
+        sub.stripe_checkout_session_id = Some(session.clone());
+        let now = self.clock.now();
+        Ok(self
+            .commit_step(Transition::of(sub, version, &[], now))
+            .await?
+            .map(|_| ()))
+    }
+
+    /// The one transition step (`tollgate_app::subscriptions`); `Retry` when the subscription
+    /// changed since it was read.
+    async fn commit_step(&self, t: Transition<'_>) -> Result<Attempt<Subscription>, ApiError> {
+        match commit_transition(&*self.store, &*self.publisher, &self.catalog, t).await? {
+            Committed::Applied { subscription, .. } => Ok(Attempt::Done(*subscription)),
+            Committed::AlreadyClaimed | Committed::Stale => Ok(Attempt::Retry),
+        }
+    }
+
+    /// A transition that must not race (a new subscription): a conflict is a 409.
+    async fn transition(&self, t: Transition<'_>) -> Result<Subscription, ApiError> {
+        match self.commit_step(t).await? {
+            Attempt::Done(sub) => Ok(sub),
+            Attempt::Retry => Err(ApiError::Conflict(
+                "the subscription changed concurrently; retry".into(),
+            )),
         }
     }
 
@@ -704,17 +740,6 @@ impl Checkout {
             .get_subscription(id)
             .await?
             .ok_or_else(|| ApiError::not_found(format!("subscription {id}")))
-    }
-
-    /// Publishes after the commit. A failure is logged, not returned: the state is committed
-    /// and the portal's request did what it asked.
-    async fn publish(&self, events: &[DomainEvent]) {
-        if events.is_empty() {
-            return;
-        }
-        if let Err(e) = self.publisher.publish(events).await {
-            tracing::error!(error = %e, count = events.len(), "domain events not published");
-        }
     }
 }
 
@@ -730,13 +755,17 @@ pub(crate) fn api_key_record(key: &NewApiKey, sub: &Subscription, now: Timestamp
     }
 }
 
-fn key_issued(k: &ApiKey) -> DomainEvent {
-    DomainEvent::ApiKeyIssued {
-        subscription_id: k.subscription_id.clone(),
-        consumer_id: k.consumer_id.clone(),
-        key_prefix: k.prefix.clone(),
-        at: k.created_at,
-    }
+/// The intent of a Stripe write made from `sub` as read: its id and version, so a later
+/// request (after the version moved) is a new request to Stripe, and a retry of this one
+/// (same version) is replayed.
+fn intent(sub: &Subscription) -> String {
+    format!("{}:v{}", sub.id, sub.version)
+}
+
+/// Copies what a Stripe write answered about the period and cancellation.
+fn apply_period_snapshot(sub: &mut Subscription, snap: &SubscriptionSnapshot, now: Timestamp) {
+    sub.observe_stripe_periods(snap);
+    sub.updated_at = now;
 }
 
 /// A fresh tollgate id: `{prefix}_` + 20 random hex characters (80 bits).

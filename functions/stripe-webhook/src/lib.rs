@@ -29,26 +29,25 @@ use tollgate_app::credit::{
     CreditPurchase, CreditStore, PurchaseOutcome, apply_credit_purchase, apply_gate_writes,
 };
 use tollgate_app::error::json_response;
+use tollgate_app::subscriptions::{
+    Attempt, Committed, Contended, Transition, commit_transition, retry_on_conflict,
+};
 use tollgate_domain::Catalog;
 use tollgate_domain::catalog::Access;
 use tollgate_domain::credit::CreditPolicy;
-use tollgate_domain::entitlement::{GateFact, status_gate_write};
-use tollgate_domain::events::DomainEvent;
+use tollgate_domain::entitlement::GateFact;
 use tollgate_domain::ids::{StripeId, SubscriptionId};
 use tollgate_domain::lifecycle::{self, BillingFact, Effect};
 use tollgate_domain::ports::{
-    ApiKey, ClaimScope, EventPublisher, Expect, Payments, PaymentsError, StoreError, Write,
-    metadata,
+    ClaimScope, EventPublisher, Payments, PaymentsError, StoreError, Write, metadata,
 };
-use tollgate_domain::subscription::{Subscription, SubscriptionStatus};
+use tollgate_domain::subscription::Subscription;
 use tollgate_domain::time::{Clock, DateTime, Duration, Timestamp};
 use tollgate_domain::usage;
 
 /// How long an event id stays claimed. Stripe retries a delivery for up to 3 days; 30 days
 /// also covers a manual "resend" from the dashboard much later.
 pub const CLAIM_TTL_DAYS: i64 = 30;
-/// Optimistic-concurrency attempts before answering 500 (Stripe retries later).
-const MAX_ATTEMPTS: usize = 4;
 
 /// Everything the handler needs, built once per Lambda instance.
 #[derive(Clone)]
@@ -126,6 +125,8 @@ pub enum WebhookError {
     Config(String),
     #[error("{0}")]
     Retry(String),
+    #[error(transparent)]
+    Contended(#[from] Contended),
 }
 
 impl Webhook {
@@ -327,8 +328,21 @@ impl Webhook {
     ) -> Result<Outcome, WebhookError> {
         let stripe_id = StripeId::parse(stripe_sub)
             .map_err(|e| WebhookError::BadRequest(format!("subscription id: {e}")))?;
-        for _ in 0..MAX_ATTEMPTS {
-            let mut found = match &hint {
+        let (stripe_id, hint, session_id) = (&stripe_id, hint.as_ref(), session_id.as_deref());
+        retry_on_conflict(move || self.sync_step(ev, stripe_id, hint, session_id)).await
+    }
+
+    /// One attempt of [`Self::sync_subscription`].
+    async fn sync_step(
+        &self,
+        ev: &StripeEvent,
+        stripe_id: &StripeId,
+        hint: Option<&SubscriptionId>,
+        session_id: Option<&str>,
+    ) -> Result<Attempt<Outcome>, WebhookError> {
+        {
+            let stripe_id = stripe_id.clone();
+            let mut found = match hint {
                 Some(id) => self.store.get_subscription(id).await?,
                 None => {
                     self.store
@@ -339,7 +353,9 @@ impl Webhook {
             let snap = match self.payments.get_subscription(&stripe_id).await {
                 Ok(s) => s,
                 Err(PaymentsError::NotFound(what)) => {
-                    return Ok(Outcome::Ignored(format!("Stripe has no {what}")));
+                    return Ok(Attempt::Done(Outcome::Ignored(format!(
+                        "Stripe has no {what}"
+                    ))));
                 }
                 Err(e) => return Err(e.into()),
             };
@@ -355,25 +371,39 @@ impl Webhook {
                 }
             }
             let Some(mut sub) = found else {
-                return Ok(Outcome::Ignored(format!(
+                return Ok(Attempt::Done(Outcome::Ignored(format!(
                     "no tollgate subscription for {stripe_id}"
-                )));
+                ))));
             };
             if let Some(other) = &sub.stripe_subscription_id
                 && *other != snap.id
             {
                 tracing::warn!(subscription = %sub.id, stored = %other, event_for = %snap.id, "event about another Stripe subscription");
-                return Ok(Outcome::Ignored(
+                return Ok(Attempt::Done(Outcome::Ignored(
                     "tollgate subscription is bound to another Stripe subscription".into(),
-                ));
+                )));
             }
             let version = sub.version;
-            let status_before = sub.status;
             let now = self.clock.now();
             sub.stripe_subscription_id = Some(snap.id.clone());
             sub.stripe_customer_id = Some(snap.customer.clone());
-            if let Some(s) = session_id.as_deref().and_then(|s| StripeId::parse(s).ok()) {
+            if let Some(s) = session_id.and_then(|s| StripeId::parse(s).ok()) {
                 sub.stripe_checkout_session_id = Some(s);
+            }
+            if sub.status.is_final() && snap.status.is_live() {
+                // Paid in a tab still open after the consumer canceled (or after the session
+                // was expired): tollgate gives no access, so Stripe must not keep billing.
+                // https://docs.stripe.com/api/subscriptions/cancel
+                let intent = format!("{}:paid-after-cancel", sub.id);
+                self.payments
+                    .cancel_subscription_now(&snap.id, &intent)
+                    .await?;
+                tracing::warn!(subscription = %sub.id, stripe_subscription = %snap.id, "paid after tollgate's subscription ended: Stripe subscription canceled");
+                let version = sub.version;
+                sub.stripe_subscription_id = Some(snap.id.clone());
+                return self
+                    .commit_effects(ev, sub, version, &[], self.clock.now())
+                    .await;
             }
             let period_before = sub.current_period_start;
             sub.observe_stripe_periods(&snap);
@@ -391,25 +421,15 @@ impl Webhook {
                     &[]
                 }
             };
-            match self
-                .commit_effects(ev, sub, version, status_before, effects, now)
-                .await?
+            let attempt = self.commit_effects(ev, sub, version, effects, now).await?;
+            if renewed
+                && matches!(attempt, Attempt::Done(Outcome::Applied))
+                && let Some(window_start) = quota_window
             {
-                Some(outcome) => {
-                    if renewed
-                        && outcome == Outcome::Applied
-                        && let Some(window_start) = quota_window
-                    {
-                        self.clear_quota_gates(&sub_id, window_start).await?;
-                    }
-                    return Ok(outcome);
-                }
-                None => continue,
+                self.clear_quota_gates(&sub_id, window_start).await?;
             }
+            Ok(attempt)
         }
-        Err(WebhookError::Retry(
-            "subscription kept changing concurrently".into(),
-        ))
     }
 
     /// A paid one-time product: access from now, until the product's access end.
@@ -419,15 +439,27 @@ impl Webhook {
         id: &SubscriptionId,
         session_id: Option<String>,
     ) -> Result<Outcome, WebhookError> {
-        for _ in 0..MAX_ATTEMPTS {
+        let session_id = session_id.as_deref();
+        retry_on_conflict(move || self.one_time_step(ev, id, session_id)).await
+    }
+
+    /// One attempt of [`Self::one_time_paid`].
+    async fn one_time_step(
+        &self,
+        ev: &StripeEvent,
+        id: &SubscriptionId,
+        session_id: Option<&str>,
+    ) -> Result<Attempt<Outcome>, WebhookError> {
+        {
             let Some(mut sub) = self.store.get_subscription(id).await? else {
-                return Ok(Outcome::Ignored(format!("no tollgate subscription {id}")));
+                return Ok(Attempt::Done(Outcome::Ignored(format!(
+                    "no tollgate subscription {id}"
+                ))));
             };
             let version = sub.version;
-            let status_before = sub.status;
             let now = self.clock.now();
             let paid_at = DateTime::from_timestamp(ev.created, 0).unwrap_or(now);
-            if let Some(s) = session_id.as_deref().and_then(|s| StripeId::parse(s).ok()) {
+            if let Some(s) = session_id.and_then(|s| StripeId::parse(s).ok()) {
                 sub.stripe_checkout_session_id = Some(s);
             }
             let access = self
@@ -450,17 +482,8 @@ impl Webhook {
                 BillingFact::Paid
             };
             let effects = lifecycle::apply(&mut sub, fact, now);
-            match self
-                .commit_effects(ev, sub, version, status_before, effects, now)
-                .await?
-            {
-                Some(outcome) => return Ok(outcome),
-                None => continue,
-            }
+            self.commit_effects(ev, sub, version, effects, now).await
         }
-        Err(WebhookError::Retry(
-            "subscription kept changing concurrently".into(),
-        ))
     }
 
     /// A new period (a renewal, even a late one, or a re-anchor) clears the 429 gate of an
@@ -489,79 +512,39 @@ impl Webhook {
             .map_err(|e| WebhookError::Retry(e.to_string()))
     }
 
-    /// Commits the claim of `ev` with the subscription (under `version`), then publishes what
-    /// the transition means. `None`: the subscription changed under us, try again.
+    /// Commits the claim of `ev` with the subscription (under `version`) through the one
+    /// transition step, which also moves the keys' gates and publishes what the transition
+    /// means.
     async fn commit_effects(
         &self,
         ev: &StripeEvent,
         mut sub: Subscription,
         version: u64,
-        status_before: SubscriptionStatus,
         effects: &[Effect],
         now: Timestamp,
-    ) -> Result<Option<Outcome>, WebhookError> {
+    ) -> Result<Attempt<Outcome>, WebhookError> {
         if let Some(created) = DateTime::from_timestamp(ev.created, 0) {
             sub.last_stripe_event_at =
                 Some(sub.last_stripe_event_at.map_or(created, |t| t.max(created)));
         }
-        let status_changed = sub.status != status_before;
-        let live_keys: Vec<ApiKey> = self
-            .store
-            .list_api_keys(&sub.id)
-            .await?
-            .into_iter()
-            .filter(|k| k.revoked_at.is_none())
-            .collect();
-        let mut writes = vec![
-            // First, so that a conflict at index 0 means "already processed".
-            Write::Claim {
-                scope: ClaimScope::StripeEvent,
-                id: ev.id.clone(),
-                expires_at: now + Duration::days(CLAIM_TTL_DAYS),
+        let mut t = Transition::of(sub, version, effects, now);
+        t.claim = Some(self.claim(ev, now));
+        Ok(
+            match commit_transition(&*self.store, &*self.publisher, &self.catalog, t).await? {
+                Committed::Applied { .. } => Attempt::Done(Outcome::Applied),
+                Committed::AlreadyClaimed => Attempt::Done(Outcome::Duplicate),
+                Committed::Stale => Attempt::Retry,
             },
-            Write::PutSubscription {
-                subscription: sub.clone(),
-                expect: Expect::Version(version),
-            },
-        ];
-        if status_changed {
-            // The one-read entitlement check sees the new status at once; the subscription's
-            // version condition in this same commit orders these copies.
-            writes.extend(
-                live_keys
-                    .iter()
-                    .map(|k| status_gate_write(&sub, version + 1, &k.hash)),
-            );
+        )
+    }
+
+    /// The claim of an event id, first in the commit of its effect.
+    fn claim(&self, ev: &StripeEvent, now: Timestamp) -> Write {
+        Write::Claim {
+            scope: ClaimScope::StripeEvent,
+            id: ev.id.clone(),
+            expires_at: now + Duration::days(CLAIM_TTL_DAYS),
         }
-        match self.store.commit(writes).await {
-            Ok(()) => {}
-            Err(StoreError::Conflict { index: 0, .. }) => return Ok(Some(Outcome::Duplicate)),
-            Err(e) if e.is_conflict() => return Ok(None),
-            Err(e) => return Err(e.into()),
-        }
-        if !effects.is_empty() {
-            tracing::info!(subscription = %sub.id, status = sub.status.as_str(), effects = ?effects, "subscription changed");
-        }
-        let mut events: Vec<DomainEvent> = effects.iter().map(|e| e.event(&sub, now)).collect();
-        if effects.contains(&Effect::Activated) {
-            // The key minted at checkout works from now on: announce it (without the key).
-            for key in live_keys {
-                events.push(DomainEvent::ApiKeyIssued {
-                    subscription_id: key.subscription_id,
-                    consumer_id: key.consumer_id,
-                    key_prefix: key.prefix,
-                    at: now,
-                });
-            }
-        }
-        if !events.is_empty()
-            && let Err(e) = self.publisher.publish(&events).await
-        {
-            // The state is committed and the event claimed: a retry would be a duplicate. The
-            // loss is logged loudly for the operator (the events can be re-derived from state).
-            tracing::error!(error = %e, subscription = %sub.id, "domain events not published");
-        }
-        Ok(Some(Outcome::Applied))
     }
 }
 

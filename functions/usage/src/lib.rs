@@ -182,22 +182,38 @@ impl Usage {
                     Err(IngestError::Api(e)) => Err(e),
                 }
             }
+            // The key in a header keeps it out of URLs and access logs; in the path for
+            // gateways that can only build a URL.
+            (&Method::GET, "/entitlements") => {
+                let key = req
+                    .headers()
+                    .get(ENTITLEMENT_KEY_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                self.entitlement(ENTITLEMENT_KEY_HEADER, key).await
+            }
             (&Method::GET, p) if p.starts_with("/entitlements/") => {
-                let raw = &p["/entitlements/".len()..];
-                let key = tollgate_app::entitlement::key_hash(raw)
-                    .ok_or_else(|| ApiError::bad_request("key", "an API key is required"))?;
-                let e = tollgate_app::entitlement::check(
-                    self.store.as_ref(),
-                    &self.catalog,
-                    &key,
-                    self.clock.now(),
-                )
-                .await?;
-                Ok(json_response(StatusCode::OK, &e))
+                self.entitlement("key", &p["/entitlements/".len()..]).await
             }
             (_, "/usage") => Err(ApiError::bad_request("method", "use POST /usage")),
             _ => Err(ApiError::not_found(format!("route {path}"))),
         }
+    }
+
+    /// `GET /entitlements`: the one-read check of a well-formed key. Anything else, a bare
+    /// SHA-256 included (the table's copy is not a credential), is a 400 naming `field`.
+    async fn entitlement(&self, field: &str, key: &str) -> Result<Response<String>, ApiError> {
+        let hash = tollgate_app::entitlement::key_hash(key).ok_or_else(|| {
+            ApiError::bad_request(field, "must be an API key (tg_ and 64 lowercase hex)")
+        })?;
+        let e = tollgate_app::entitlement::check(
+            self.store.as_ref(),
+            &self.catalog,
+            &hash,
+            self.clock.now(),
+        )
+        .await?;
+        Ok(json_response(StatusCode::OK, &e))
     }
 
     async fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError> {
@@ -686,6 +702,9 @@ impl Usage {
         Ok(())
     }
 }
+
+/// The header `GET /entitlements` reads the key from.
+pub const ENTITLEMENT_KEY_HEADER: &str = "x-api-key";
 
 /// Why a batch was not counted.
 #[derive(Debug, thiserror::Error)]

@@ -160,6 +160,13 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// Every attempt of a read-decide-commit lost a version race: 409, the caller may retry.
+impl From<crate::subscriptions::Contended> for ApiError {
+    fn from(e: crate::subscriptions::Contended) -> Self {
+        ApiError::Conflict(e.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,6 +9,7 @@ pub mod credit;
 pub mod entitlement;
 pub mod error;
 pub mod json;
+pub mod subscriptions;
 pub mod telemetry;
 
 pub use config::{ConfigError, Secret, Settings};

@@ -7,7 +7,7 @@
 //!
 //! | gate attribute | written by | guarded by |
 //! |---|---|---|
-//! | `gate_status` | a commit that changes the subscription's status (`status_gate_write`) | `gate_status_version` < the subscription's new version |
+//! | `gate_status`, `gate_access_expires_at` | every commit of the subscription (`status_gate_write`, from `tollgate_app::subscriptions`) | `gate_status_version` < the subscription's new version |
 //! | `gate_no_credit` | every commit of a credit account (usage, purchase) | `gate_credit_version` < the account's new version |
 //! | `gate_quota_blocked_until` + `gate_quota_window` | the usage function when a quota is reached; the webhook clears it when a new period starts | a newer window replaces it; within one window the block only moves later |
 //!
@@ -31,6 +31,10 @@ pub struct KeyGate {
     pub status: Option<SubscriptionStatus>,
     #[serde(default, rename = "gate_status_version")]
     pub status_version: Option<u64>,
+    /// The subscription's `access_expires_at` at `status_version` (one-time access ends then,
+    /// to the second, whether or not the nightly run has expired it yet).
+    #[serde(default, rename = "gate_access_expires_at")]
+    pub access_expires_at: Option<Timestamp>,
     #[serde(default, rename = "gate_no_credit")]
     pub no_credit: bool,
     #[serde(default, rename = "gate_credit_version")]
@@ -45,9 +49,10 @@ pub struct KeyGate {
 /// One fact copied onto a key item ([`Write::SetKeyGate`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GateFact {
-    /// The subscription's status at its stored `version`.
+    /// The subscription's status and end of access at its stored `version`.
     Status {
         status: SubscriptionStatus,
+        access_expires_at: Option<Timestamp>,
         version: u64,
     },
     /// Whether the consumer's credit account at its stored `version` is blocked.
@@ -65,8 +70,13 @@ impl KeyGate {
     /// Whether writing `fact` would change anything (so unchanged keys cost no write).
     pub fn needs(&self, fact: &GateFact) -> bool {
         match *fact {
-            GateFact::Status { status, version } => {
-                self.status != Some(status) && self.status_version.is_none_or(|v| v < version)
+            GateFact::Status {
+                status,
+                access_expires_at,
+                version,
+            } => {
+                (self.status != Some(status) || self.access_expires_at != access_expires_at)
+                    && self.status_version.is_none_or(|v| v < version)
             }
             GateFact::Credit { no_credit, version } => {
                 (self.no_credit != no_credit || self.credit_version.is_none())
@@ -103,6 +113,7 @@ pub fn status_gate_write(
         hash: key.clone(),
         fact: GateFact::Status {
             status: subscription.status,
+            access_expires_at: subscription.access_expires_at,
             version: stored_version,
         },
     }
@@ -152,12 +163,17 @@ impl DenyReason {
 pub struct KeyFacts<'a> {
     pub key: &'a ApiKey,
     pub status: SubscriptionStatus,
+    /// When one-time access ends (`Subscription::access_expires_at`); none for subscriptions.
+    pub access_expires_at: Option<Timestamp>,
     pub product: Option<&'a Product>,
     pub no_credit: bool,
     pub quota_blocked_until: Option<Timestamp>,
 }
 
-/// The decision, first failing rule wins: revoked, status, credit, quota.
+/// The decision, first failing rule wins: revoked, status, end of access, credit, quota.
+///
+/// Access that ends at `access_expires_at` is refused from that second on, even while the
+/// stored status still says `active` (the nightly run writes `expired` later).
 pub fn decide(f: &KeyFacts<'_>, now: Timestamp) -> Result<(), DenyReason> {
     if f.key.revoked_at.is_some_and(|t| t <= now) {
         return Err(DenyReason::Revoked);
@@ -166,6 +182,9 @@ pub fn decide(f: &KeyFacts<'_>, now: Timestamp) -> Result<(), DenyReason> {
         SubscriptionStatus::Suspended => return Err(DenyReason::Suspended),
         s if !s.grants_access() => return Err(DenyReason::Inactive),
         _ => {}
+    }
+    if f.access_expires_at.is_some_and(|t| t <= now) {
+        return Err(DenyReason::Inactive);
     }
     if f.no_credit && f.product.is_some_and(|p| p.prepaid) {
         return Err(DenyReason::NoCredit);
@@ -334,6 +353,7 @@ mod tests {
         let facts = |status, no_credit, quota: Option<Timestamp>| KeyFacts {
             key: &k,
             status,
+            access_expires_at: None,
             product: c.product("payg"),
             no_credit,
             quota_blocked_until: quota,
@@ -365,6 +385,14 @@ mod tests {
             (e.rate_limit_per_minute, e.quota_limit),
             (Some(10), Some(100))
         );
+        // One-time access ends to the second, whatever the stored status still says.
+        let until = |t| KeyFacts {
+            access_expires_at: Some(t),
+            ..facts(Active, false, None)
+        };
+        assert!(Entitlement::from_facts(&until(now() + Duration::seconds(1)), now()).allow);
+        let e = Entitlement::from_facts(&until(now()), now());
+        assert_eq!((e.allow, e.reason, e.status), (false, "inactive", 403));
     }
 
     #[test]

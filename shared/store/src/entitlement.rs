@@ -53,13 +53,25 @@ pub(crate) fn op_of(write: Write) -> Result<Op, StoreError> {
             let mut names = HashMap::from([("#pk".to_string(), keys::PK.to_string())]);
             let mut values = HashMap::new();
             let (expr, condition) = match fact {
-                GateFact::Status { status, version } => {
+                GateFact::Status {
+                    status,
+                    access_expires_at,
+                    version,
+                } => {
                     names.insert("#st".into(), "gate_status".into());
                     names.insert("#sv".into(), "gate_status_version".into());
+                    names.insert("#ae".into(), "gate_access_expires_at".into());
                     values.insert(":st".into(), s(status.as_str()));
                     values.insert(":v".into(), n(version));
+                    let expr = match access_expires_at {
+                        Some(t) => {
+                            values.insert(":ae".into(), s(keys::sort_time(t)));
+                            "SET #st = :st, #sv = :v, #ae = :ae"
+                        }
+                        None => "SET #st = :st, #sv = :v REMOVE #ae",
+                    };
                     (
-                        "SET #st = :st, #sv = :v",
+                        expr,
                         "attribute_exists(#pk) AND (attribute_not_exists(#sv) OR #sv < :v)",
                     )
                 }

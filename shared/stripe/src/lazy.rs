@@ -106,8 +106,29 @@ impl Payments for LazyPayments {
     async fn get_subscription(&self, id: &StripeId) -> PaymentsResult<SubscriptionSnapshot> {
         self.adapter().await?.get_subscription(id).await
     }
-    async fn cancel_at_period_end(&self, id: &StripeId) -> PaymentsResult<SubscriptionSnapshot> {
-        self.adapter().await?.cancel_at_period_end(id).await
+    async fn set_cancel_at_period_end(
+        &self,
+        id: &StripeId,
+        cancel: bool,
+        intent: &str,
+    ) -> PaymentsResult<SubscriptionSnapshot> {
+        self.adapter()
+            .await?
+            .set_cancel_at_period_end(id, cancel, intent)
+            .await
+    }
+    async fn cancel_subscription_now(
+        &self,
+        id: &StripeId,
+        intent: &str,
+    ) -> PaymentsResult<SubscriptionSnapshot> {
+        self.adapter()
+            .await?
+            .cancel_subscription_now(id, intent)
+            .await
+    }
+    async fn expire_checkout_session(&self, id: &StripeId) -> PaymentsResult<bool> {
+        self.adapter().await?.expire_checkout_session(id).await
     }
     async fn report_meter_event(&self, event: &MeterEvent) -> PaymentsResult<()> {
         self.adapter().await?.report_meter_event(event).await

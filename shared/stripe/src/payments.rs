@@ -8,12 +8,12 @@ use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use stripe_billing::billing_meter_event::CreateBillingMeterEvent;
-use stripe_billing::subscription::{RetrieveSubscription, UpdateSubscription};
+use stripe_billing::subscription::{CancelSubscription, RetrieveSubscription, UpdateSubscription};
 use stripe_checkout::checkout_session::{
     CreateCheckoutSession, CreateCheckoutSessionInvoiceCreation,
     CreateCheckoutSessionInvoiceCreationInvoiceData, CreateCheckoutSessionLineItems,
     CreateCheckoutSessionLineItemsPriceData, CreateCheckoutSessionPaymentIntentData,
-    CreateCheckoutSessionSubscriptionData,
+    CreateCheckoutSessionSubscriptionData, ExpireCheckoutSession, RetrieveCheckoutSession,
 };
 use stripe_core::customer::{CreateCustomer, SearchCustomer, UpdateCustomer};
 use stripe_core::customer_balance_transaction::CreateCustomerCustomerBalanceTransaction;
@@ -262,15 +262,68 @@ impl Payments for StripeAdapter {
         snapshot(sub)
     }
 
-    async fn cancel_at_period_end(&self, id: &StripeId) -> PaymentsResult<SubscriptionSnapshot> {
+    async fn set_cancel_at_period_end(
+        &self,
+        id: &StripeId,
+        cancel: bool,
+        intent: &str,
+    ) -> PaymentsResult<SubscriptionSnapshot> {
+        // The key names the request (`intent`), not just the object: Stripe replays a reused
+        // key's first answer for 24 hours, so a key of the object alone would turn a second
+        // cancel after a resume into a replay that cancels nothing.
+        // https://docs.stripe.com/api/idempotent_requests
+        let verb = if cancel { "cancel" } else { "resume" };
         let sub = self
             .client
             .post(
-                &UpdateSubscription::new(id.as_str()).cancel_at_period_end(true),
-                &format!("tollgate:cancel-at-period-end:{id}"),
+                &UpdateSubscription::new(id.as_str()).cancel_at_period_end(cancel),
+                &format!("tollgate:{verb}-at-period-end:{id}:{intent}"),
             )
             .await?;
         snapshot(sub)
+    }
+
+    async fn cancel_subscription_now(
+        &self,
+        id: &StripeId,
+        intent: &str,
+    ) -> PaymentsResult<SubscriptionSnapshot> {
+        let sub = self
+            .client
+            .post(
+                &CancelSubscription::new(id.as_str()),
+                &format!("tollgate:cancel-now:{id}:{intent}"),
+            )
+            .await?;
+        snapshot(sub)
+    }
+
+    async fn expire_checkout_session(&self, id: &StripeId) -> PaymentsResult<bool> {
+        // Only an `open` session can be expired; Stripe answers 400 for any other.
+        // https://docs.stripe.com/api/checkout/sessions/expire
+        match self
+            .client
+            .post(
+                &ExpireCheckoutSession::new(id.as_str()),
+                &format!("tollgate:expire-session:{id}"),
+            )
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(PaymentsError::InvalidRequest { .. }) => {
+                let session = self
+                    .client
+                    .get(&RetrieveCheckoutSession::new(id.as_str()))
+                    .await?;
+                match session.status {
+                    Some(stripe_shared::CheckoutSessionStatus::Open) => Err(
+                        PaymentsError::Unexpected(format!("checkout session {id} stays open")),
+                    ),
+                    _ => Ok(false),
+                }
+            }
+            Err(e) => Err(e),
+        }
     }
 
     async fn report_meter_event(&self, event: &MeterEvent) -> PaymentsResult<()> {

@@ -340,9 +340,23 @@ async fn checkout_subscription_meter_events_and_credit() {
         other => panic!("{other:?}"),
     }
 
-    let canceled = stripe.cancel_at_period_end(&sub_id).await.unwrap();
+    let canceled = stripe
+        .set_cancel_at_period_end(&sub_id, true, "v1")
+        .await
+        .unwrap();
     assert!(canceled.cancel_at_period_end);
     assert_eq!(canceled.status, StripeSubscriptionStatus::Active);
+    // Each request names its intent: resume and cancel again within 24 hours are not replays.
+    let resumed = stripe
+        .set_cancel_at_period_end(&sub_id, false, "v2")
+        .await
+        .unwrap();
+    assert!(!resumed.cancel_at_period_end);
+    let again = stripe
+        .set_cancel_at_period_end(&sub_id, true, "v3")
+        .await
+        .unwrap();
+    assert!(again.cancel_at_period_end);
 
     let credit = CustomerCredit {
         customer: customer.clone(),

@@ -294,6 +294,14 @@ pub enum StripeSubscriptionStatus {
 }
 
 impl StripeSubscriptionStatus {
+    /// Whether Stripe may still bill it (anything but canceled / incomplete_expired; an
+    /// unknown status counts as live, so tollgate errs towards stopping the billing).
+    pub fn is_live(&self) -> bool {
+        !matches!(self, Self::Canceled | Self::IncompleteExpired)
+    }
+}
+
+impl StripeSubscriptionStatus {
     pub fn parse(s: &str) -> Self {
         match s {
             "incomplete" => Self::Incomplete,
@@ -413,7 +421,27 @@ pub trait Payments: Send + Sync {
         request: &CheckoutRequest,
     ) -> PaymentsResult<CheckoutSession>;
     async fn get_subscription(&self, id: &StripeId) -> PaymentsResult<SubscriptionSnapshot>;
-    async fn cancel_at_period_end(&self, id: &StripeId) -> PaymentsResult<SubscriptionSnapshot>;
+    /// Sets `cancel_at_period_end` (true: cancel at the end of the paid period; false: undo
+    /// that, "resume"). `intent` names this request (e.g. `tgsub_x:v7`): it goes into the
+    /// Idempotency-Key, so cancel → resume → cancel within Stripe's 24-hour replay window sends
+    /// three distinct requests instead of replaying the first answer.
+    async fn set_cancel_at_period_end(
+        &self,
+        id: &StripeId,
+        cancel: bool,
+        intent: &str,
+    ) -> PaymentsResult<SubscriptionSnapshot>;
+    /// Cancels a Stripe subscription at once (`DELETE /v1/subscriptions/{id}`), e.g. one paid
+    /// for after tollgate's subscription was canceled. `intent` as above.
+    async fn cancel_subscription_now(
+        &self,
+        id: &StripeId,
+        intent: &str,
+    ) -> PaymentsResult<SubscriptionSnapshot>;
+    /// Expires an open Checkout Session so it can no longer be paid
+    /// (`POST /v1/checkout/sessions/{id}/expire`). A session that is no longer open (paid, or
+    /// expired already) answers `Ok(false)`.
+    async fn expire_checkout_session(&self, id: &StripeId) -> PaymentsResult<bool>;
     async fn report_meter_event(&self, event: &MeterEvent) -> PaymentsResult<()>;
     /// Returns the id of the customer balance transaction.
     async fn add_customer_credit(&self, credit: &CustomerCredit) -> PaymentsResult<StripeId>;
