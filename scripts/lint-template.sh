@@ -18,9 +18,10 @@ if [ ! -x "$venv/bin/cfn-lint" ]; then
     python3 -m venv "$venv"
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check cfn-lint
 fi
-if [ "${TOLLGATE_CHECKOV:-1}" = 1 ] && [ ! -x "$venv/bin/checkov" ]; then
-    echo "installing checkov into $venv" >&2
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check checkov
+checkov="$root/.tools/checkov/bin/checkov"
+if [ "${TOLLGATE_CHECKOV:-1}" = 1 ] && [ ! -x "$checkov" ]; then
+    echo "checkov is missing: run scripts/setup.sh (it installs the pinned version)" >&2
+    exit 1
 fi
 if [ "${TOLLGATE_SAM:-1}" = 1 ] && [ ! -x "$venv/bin/sam" ]; then
     echo "installing aws-sam-cli into $venv" >&2
@@ -46,8 +47,8 @@ done
 
 if [ "${TOLLGATE_CHECKOV:-1}" = 1 ]; then
     # --skip-download: no call to Prisma Cloud (offline; no severities or guideline links).
-    echo "checkov $("$venv/bin/checkov" --version) on template.yaml"
-    if ! "$venv/bin/checkov" --file "$root/template.yaml" --framework cloudformation \
+    echo "checkov $("$checkov" --version) on template.yaml"
+    if ! "$checkov" --file "$root/template.yaml" --framework cloudformation \
         --skip-download --compact --quiet; then
         echo "checkov: failed checks in template.yaml (fix them, or suppress an accepted one" \
             "in the resource's Metadata.checkov.skip with a one-line reason)" >&2

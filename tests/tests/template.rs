@@ -359,11 +359,17 @@ fn log_metric_filters_match_what_the_functions_log() {
     let tpl = template::load();
     let root = template::repo_root();
     let read = |p: &str| std::fs::read_to_string(root.join(p)).unwrap();
+    // A function's log group carries its own lines and those of the application layer it
+    // calls (the one transition step publishes for checkout and the webhook).
+    let transition = read("shared/app/src/subscriptions.rs");
     let sources: BTreeMap<&str, String> = [
-        ("CheckoutLogGroup", read("functions/checkout/src/routes.rs")),
+        (
+            "CheckoutLogGroup",
+            read("functions/checkout/src/routes.rs") + &transition,
+        ),
         (
             "StripeWebhookLogGroup",
-            read("functions/stripe-webhook/src/lib.rs"),
+            read("functions/stripe-webhook/src/lib.rs") + &transition,
         ),
         ("UsageLogGroup", read("functions/usage/src/lib.rs")),
         (

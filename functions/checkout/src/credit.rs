@@ -71,7 +71,7 @@ impl Checkout {
         if !outcome.events.is_empty() {
             // The adjustment is committed; a lost alert is logged, not a failed request.
             if let Err(e) = self.publisher.publish(&outcome.events).await {
-                tracing::error!(error = %e, "credit alerts not published");
+                tracing::error!(error = %e, count = outcome.events.len(), "domain events not published");
             }
         }
         let status = if outcome.newly_applied {
