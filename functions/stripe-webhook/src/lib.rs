@@ -26,7 +26,7 @@ use serde_json::Value;
 use std::sync::Arc;
 use tollgate_app::Secret;
 use tollgate_app::credit::{
-    CreditPurchase, CreditStore, PurchaseOutcome, apply_credit_purchase, apply_gate_writes,
+    CreditPurchase, CreditStore, PurchaseOutcome, apply_credit_purchase, gate_subscription_keys,
 };
 use tollgate_app::error::json_response;
 use tollgate_app::subscriptions::{
@@ -499,16 +499,9 @@ impl Webhook {
             window_start,
             blocked_until: None,
         };
-        let writes: Vec<Write> = self
-            .store
-            .list_key_entitlements(sub)
-            .await?
-            .into_iter()
-            .filter(|(k, g)| k.revoked_at.is_none() && g.needs(&fact))
-            .map(|(k, _)| Write::SetKeyGate { hash: k.hash, fact })
-            .collect();
-        apply_gate_writes(&*self.store, writes)
+        gate_subscription_keys(&*self.store, sub, fact)
             .await
+            .map(drop)
             .map_err(|e| WebhookError::Retry(e.to_string()))
     }
 

@@ -20,8 +20,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tollgate_app::credit::{
-    CreditStore, MAX_COMMIT_ITEMS, apply_gate_writes, credit_gate_writes, load_account,
-    prepaid_keys, stored_version,
+    CreditStore, MAX_COMMIT_ITEMS, apply_gate_writes, credit_gate_writes, gate_subscription_keys,
+    load_account, prepaid_keys, stored_version,
 };
 use tollgate_app::error::json_response;
 use tollgate_app::{ApiError, FieldError, Secret};
@@ -688,17 +688,9 @@ impl Usage {
             window_start,
             blocked_until: Some(until),
         };
-        let writes: Vec<Write> = self
-            .store
-            .list_key_entitlements(sub)
-            .await?
-            .into_iter()
-            .filter(|(k, g)| k.revoked_at.is_none() && g.needs(&fact))
-            .map(|(k, _)| Write::SetKeyGate { hash: k.hash, fact })
-            .collect();
+        let written = gate_subscription_keys(self.store.as_ref(), sub, fact).await?;
         self.write_requests
-            .fetch_add(writes.len() as u64, Ordering::Relaxed);
-        apply_gate_writes(self.store.as_ref(), writes).await?;
+            .fetch_add(written as u64, Ordering::Relaxed);
         Ok(())
     }
 }

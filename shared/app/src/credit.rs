@@ -5,7 +5,7 @@ use tollgate_domain::Catalog;
 use tollgate_domain::credit::{CreditAccount, CreditPolicy};
 use tollgate_domain::entitlement::{GateFact, KeyGate};
 use tollgate_domain::events::DomainEvent;
-use tollgate_domain::ids::ConsumerId;
+use tollgate_domain::ids::{ConsumerId, SubscriptionId};
 use tollgate_domain::money::MinorUnits;
 use tollgate_domain::ports::{
     ApiKey, CreditMovement, CreditReason, EntitlementReads, Expect, Store, StoreError, StoreResult,
@@ -93,6 +93,26 @@ pub fn credit_gate_writes(keys: &[(ApiKey, KeyGate)], blocked: bool, version: u6
             fact,
         })
         .collect()
+}
+
+/// Copies `fact` onto the live keys of `subscription` that do not show it yet (the quota gate
+/// the usage function sets, the one a renewal clears), with [`apply_gate_writes`]. Returns how
+/// many keys were written.
+pub async fn gate_subscription_keys(
+    store: &(impl CreditStore + ?Sized),
+    subscription: &SubscriptionId,
+    fact: GateFact,
+) -> StoreResult<usize> {
+    let writes: Vec<Write> = store
+        .list_key_entitlements(subscription)
+        .await?
+        .into_iter()
+        .filter(|(k, g)| k.revoked_at.is_none() && g.needs(&fact))
+        .map(|(k, _)| Write::SetKeyGate { hash: k.hash, fact })
+        .collect();
+    let n = writes.len();
+    apply_gate_writes(store, writes).await?;
+    Ok(n)
 }
 
 /// Applies gate writes one by one, outside any transaction. A conflict means the key already

@@ -447,20 +447,26 @@ fn parse_record(
             ),
         ));
     }
-    let value = match obj.remove("value") {
-        None | Some(Value::Null) => 1,
+    // A whole number in `range`, or `None` when absent (or null).
+    let mut take_whole = |field: &str, range: std::ops::RangeInclusive<u64>| match obj.remove(field)
+    {
+        None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => match n.as_u64() {
-            Some(v) if v <= MAX_RECORD_VALUE => v,
-            _ => {
-                return Err(err(
-                    &id_opt,
-                    "value",
-                    format!("must be a whole number from 0 to {MAX_RECORD_VALUE}"),
-                ));
-            }
+            Some(v) if range.contains(&v) => Ok(Some(v)),
+            _ => Err(err(
+                &id_opt,
+                field,
+                format!(
+                    "must be a whole number from {} to {}",
+                    range.start(),
+                    range.end()
+                ),
+            )),
         },
-        Some(_) => return Err(err(&id_opt, "value", "must be a number".into())),
+        Some(_) => Err(err(&id_opt, field, "must be a number".into())),
     };
+    let value = take_whole("value", 0..=MAX_RECORD_VALUE)?.unwrap_or(1);
+    let seq = take_whole("seq", 1..=MAX_SEQ)?;
     match obj.remove("operation") {
         None | Some(Value::Null) => {}
         Some(Value::String(s)) if s.len() <= 256 => {}
@@ -472,20 +478,6 @@ fn parse_record(
             ));
         }
     }
-    let seq = match obj.remove("seq") {
-        None | Some(Value::Null) => None,
-        Some(Value::Number(n)) => match n.as_u64() {
-            Some(v) if (1..=MAX_SEQ).contains(&v) => Some(v),
-            _ => {
-                return Err(err(
-                    &id_opt,
-                    "seq",
-                    format!("must be a whole number from 1 to {MAX_SEQ}"),
-                ));
-            }
-        },
-        Some(_) => return Err(err(&id_opt, "seq", "must be a number".into())),
-    };
     if let Some(unknown) = obj.keys().next() {
         return Err(err(&id_opt, unknown, "unknown field".into()));
     }

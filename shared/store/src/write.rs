@@ -9,7 +9,7 @@ use crate::keys::{self, IndexKey, Key};
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
 use serde::Serialize;
 use std::collections::HashMap;
-use tollgate_domain::ports::{Expect, StoreError, Write};
+use tollgate_domain::ports::{ClaimScope, Expect, StoreError, Write};
 use tollgate_domain::time::Timestamp;
 
 pub(crate) type Item = HashMap<String, AttributeValue>;
@@ -179,6 +179,35 @@ fn create_only(key: Key, item: Item) -> Op {
         .condition("attribute_not_exists(#pk)")
 }
 
+/// A claim: created, or taken over once the old one expired; `digest` (a batch's content)
+/// lets a re-send with other content be told from a duplicate.
+fn claim_op(
+    scope: ClaimScope,
+    id: &str,
+    digest: Option<String>,
+    expires_at: Timestamp,
+    now: Timestamp,
+) -> Op {
+    let key = keys::claim(scope, id);
+    let mut item = HashMap::from([
+        (keys::PK.to_string(), s(&key.pk)),
+        (keys::SK.to_string(), s(&key.sk)),
+        (keys::KIND.to_string(), s("claim")),
+        ("scope".to_string(), s(scope.as_str())),
+        ("claim_id".to_string(), s(id)),
+        ("claimed_at".to_string(), s(keys::sort_time(now))),
+        (keys::EXPIRES_AT.to_string(), n(expires_at.timestamp())),
+    ]);
+    if let Some(d) = digest {
+        item.insert("digest".to_string(), s(d));
+    }
+    Op::new(key, Action::Put(item))
+        .name("#pk", keys::PK)
+        .name("#exp", keys::EXPIRES_AT)
+        .value(":now", n(now.timestamp()))
+        .condition("attribute_not_exists(#pk) OR #exp < :now")
+}
+
 /// Maps one [`Write`]. `now` decides whether an existing claim has expired (TTL deletes
 /// expired items lazily, up to days later, so an expired claim may still be there).
 pub(crate) fn op_of(write: Write, now: Timestamp) -> Result<Op, StoreError> {
@@ -187,46 +216,13 @@ pub(crate) fn op_of(write: Write, now: Timestamp) -> Result<Op, StoreError> {
             scope,
             id,
             expires_at,
-        } => {
-            let key = keys::claim(scope, &id);
-            let item = HashMap::from([
-                (keys::PK.to_string(), s(&key.pk)),
-                (keys::SK.to_string(), s(&key.sk)),
-                (keys::KIND.to_string(), s("claim")),
-                ("scope".to_string(), s(scope.as_str())),
-                ("claim_id".to_string(), s(id)),
-                ("claimed_at".to_string(), s(keys::sort_time(now))),
-                (keys::EXPIRES_AT.to_string(), n(expires_at.timestamp())),
-            ]);
-            Op::new(key, Action::Put(item))
-                .name("#pk", keys::PK)
-                .name("#exp", keys::EXPIRES_AT)
-                .value(":now", n(now.timestamp()))
-                .condition("attribute_not_exists(#pk) OR #exp < :now")
-        }
+        } => claim_op(scope, &id, None, expires_at, now),
         Write::ClaimContent {
             scope,
             id,
             digest,
             expires_at,
-        } => {
-            let key = keys::claim(scope, &id);
-            let item = HashMap::from([
-                (keys::PK.to_string(), s(&key.pk)),
-                (keys::SK.to_string(), s(&key.sk)),
-                (keys::KIND.to_string(), s("claim")),
-                ("scope".to_string(), s(scope.as_str())),
-                ("claim_id".to_string(), s(id)),
-                ("digest".to_string(), s(digest)),
-                ("claimed_at".to_string(), s(keys::sort_time(now))),
-                (keys::EXPIRES_AT.to_string(), n(expires_at.timestamp())),
-            ]);
-            Op::new(key, Action::Put(item))
-                .name("#pk", keys::PK)
-                .name("#exp", keys::EXPIRES_AT)
-                .value(":now", n(now.timestamp()))
-                .condition("attribute_not_exists(#pk) OR #exp < :now")
-        }
+        } => claim_op(scope, &id, Some(digest), expires_at, now),
         Write::AdvanceSourceMark {
             source,
             from,
