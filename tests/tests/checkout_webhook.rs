@@ -1241,3 +1241,59 @@ async fn a_retired_product_keeps_its_subscribers_and_sells_no_more() {
     assert_eq!(status, 400, "{bad}");
     assert_eq!(bad["error"]["field"], "product");
 }
+
+/// Issue 21: an abandoned Checkout Session expired by Stripe (not by tollgate's cancel) ends
+/// its pending subscription, so the key minted with it can never work; a re-delivery of the
+/// event changes nothing, and a session that was paid is not touched by a late expiry event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_checkout_session_ends_its_pending_subscription() {
+    let h = Harness::start().await;
+    h.stripe
+        .set_webhook_endpoint(&h.webhook_url, WEBHOOK_SECRET);
+    h.stripe.set_webhook_duplicates(true);
+    let (status, body) = h
+        .portal(
+            "POST",
+            "/checkout/sessions",
+            Some(json!({
+                "consumer_id": "walkaway", "product_id": "standard", "subscription_name": "later",
+                "success_url": format!("{PORTAL}/ok"), "cancel_url": format!("{PORTAL}/no"),
+            })),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let session = body["id"].as_str().unwrap().to_string();
+    let sub_id = body["subscription_id"].as_str().unwrap().to_string();
+    let key = body["api_key"].as_str().unwrap().to_string();
+    assert_eq!(
+        h.subscription(&sub_id).await.status,
+        SubscriptionStatus::Pending
+    );
+
+    // Stripe expires the abandoned session (as it does after 24 h).
+    let expired = reqwest::Client::new()
+        .post(format!(
+            "{}/v1/checkout/sessions/{session}/expire",
+            h.stripe.base_url()
+        ))
+        .bearer_auth(STRIPE_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(expired.status().as_u16(), 200);
+    h.stripe.wait_for_webhooks_idle().await;
+    assert!(
+        h.stripe.webhook_deliveries().iter().all(|d| d.succeeded()),
+        "every delivery answered 2xx"
+    );
+    assert_eq!(
+        h.subscription(&sub_id).await.status,
+        SubscriptionStatus::Canceled
+    );
+    assert_eq!(h.key_gate(&key).await, Some(SubscriptionStatus::Canceled));
+    assert_eq!(
+        h.count("SubscriptionCanceled"),
+        1,
+        "once, though delivered twice"
+    );
+}

@@ -202,6 +202,7 @@ impl Webhook {
             "checkout.session.completed" | "checkout.session.async_payment_succeeded" => {
                 self.checkout_completed(ev, obj).await?
             }
+            "checkout.session.expired" => self.checkout_expired(ev, obj).await?,
             "customer.subscription.created"
             | "customer.subscription.updated"
             | "customer.subscription.deleted"
@@ -430,6 +431,51 @@ impl Webhook {
             }
             Ok(attempt)
         }
+    }
+
+    /// An abandoned Checkout Session (Stripe expires an open one after 24 h, or tollgate's
+    /// cancel expired it): its pending subscription ends through the one transition step, so
+    /// the key minted with it can never work and the portal stops showing it as pending.
+    /// A subscription that is no longer pending (paid meanwhile) is left alone.
+    /// <https://docs.stripe.com/api/checkout/sessions/expire>
+    async fn checkout_expired(
+        &self,
+        ev: &StripeEvent,
+        session: &Value,
+    ) -> Result<Outcome, WebhookError> {
+        let Some(id) = str_at(session, &["metadata", metadata::SUBSCRIPTION_ID])
+            .and_then(|s| SubscriptionId::parse(s).ok())
+        else {
+            return Ok(Outcome::Ignored(
+                "checkout session not started by tollgate".into(),
+            ));
+        };
+        let id = &id;
+        retry_on_conflict(move || self.checkout_expired_step(ev, id)).await
+    }
+
+    /// One attempt of [`Self::checkout_expired`].
+    async fn checkout_expired_step(
+        &self,
+        ev: &StripeEvent,
+        id: &SubscriptionId,
+    ) -> Result<Attempt<Outcome>, WebhookError> {
+        let Some(mut sub) = self.store.get_subscription(id).await? else {
+            // A credit purchase's session names no stored subscription: nothing to end.
+            return Ok(Attempt::Done(Outcome::Ignored(format!(
+                "no tollgate subscription {id}"
+            ))));
+        };
+        if sub.status != tollgate_domain::subscription::SubscriptionStatus::Pending {
+            return Ok(Attempt::Done(Outcome::Ignored(format!(
+                "subscription {id} is {}, not pending",
+                sub.status.as_str()
+            ))));
+        }
+        let version = sub.version;
+        let now = self.clock.now();
+        let effects = lifecycle::apply(&mut sub, BillingFact::Ended, now);
+        self.commit_effects(ev, sub, version, effects, now).await
     }
 
     /// A paid one-time product: access from now, until the product's access end.
