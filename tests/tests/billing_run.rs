@@ -432,6 +432,12 @@ impl Payments for Crashing {
     async fn expire_checkout_session(&self, id: &StripeId) -> PaymentsResult<bool> {
         self.inner.expire_checkout_session(id).await
     }
+    async fn checkout_session_of_payment(
+        &self,
+        payment_intent: &str,
+    ) -> PaymentsResult<Option<std::collections::BTreeMap<String, String>>> {
+        self.inner.checkout_session_of_payment(payment_intent).await
+    }
     async fn report_meter_event(&self, event: &MeterEvent) -> PaymentsResult<()> {
         let last = self.remaining.fetch_sub(1, Ordering::SeqCst) == 1;
         if last && !self.after_send {
@@ -955,6 +961,12 @@ impl Payments for Watching {
     }
     async fn expire_checkout_session(&self, id: &StripeId) -> PaymentsResult<bool> {
         self.inner.expire_checkout_session(id).await
+    }
+    async fn checkout_session_of_payment(
+        &self,
+        payment_intent: &str,
+    ) -> PaymentsResult<Option<std::collections::BTreeMap<String, String>>> {
+        self.inner.checkout_session_of_payment(payment_intent).await
     }
     async fn report_meter_event(&self, event: &MeterEvent) -> PaymentsResult<()> {
         if self.refuse.as_ref() == Some(&event.customer) {

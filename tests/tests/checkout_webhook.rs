@@ -1297,3 +1297,114 @@ async fn an_expired_checkout_session_ends_its_pending_subscription() {
         "once, though delivered twice"
     );
 }
+
+/// Issue 17, fault 7: a refund of a half-used $10 pack takes back the unused $5 once, however
+/// often the webhook comes; a lost dispute of one-time access ends it at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refunds_and_lost_disputes_take_back_what_was_bought() {
+    use tollgate_domain::ports::EntitlementReads;
+    let h = Harness::start().await;
+    h.stripe
+        .set_webhook_endpoint(&h.webhook_url, WEBHOOK_SECRET);
+    h.stripe.set_webhook_duplicates(true);
+    let buy = |consumer: &str, product: &str, credit: Option<i64>| {
+        let mut body = json!({
+            "consumer_id": consumer, "product_id": product, "subscription_name": "x",
+            "success_url": format!("{PORTAL}/ok"), "cancel_url": format!("{PORTAL}/no"),
+        });
+        if let Some(c) = credit {
+            body["credit_amount"] = json!(c);
+        }
+        body
+    };
+
+    // $10 of credit, $5 of it spent (the operator's deduction stands in for usage here).
+    let (status, body) = h
+        .portal(
+            "POST",
+            "/checkout/sessions",
+            Some(buy("refundee", "credits", Some(1000))),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let session = body["id"].as_str().unwrap().to_string();
+    h.stripe.complete_checkout(&session, Card::Good).unwrap();
+    h.stripe.wait_for_webhooks_idle().await;
+    let (status, spent) = h
+        .portal(
+            "POST",
+            "/consumers/refundee/credit/adjustments",
+            Some(json!({"amount": -500, "reason": "used", "idempotency_key": "spend-1"})),
+        )
+        .await;
+    assert_eq!((status, &spent["balance"]), (201, &json!(500)), "{spent}");
+
+    // Stripe refunds the whole payment: the unused $5 is taken back, once.
+    let payment_intent = h.stripe.object(&session).unwrap()["payment_intent"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let refund = reqwest::Client::new()
+        .post(format!("{}/v1/refunds", h.stripe.base_url()))
+        .bearer_auth(STRIPE_KEY)
+        .form(&[("payment_intent", payment_intent.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refund.status().as_u16(), 200);
+    h.stripe.wait_for_webhooks_idle().await;
+    assert!(h.stripe.webhook_deliveries().iter().all(|d| d.succeeded()));
+    let consumer = tollgate_domain::ids::ConsumerId::parse("refundee").unwrap();
+    let account = h
+        .table
+        .store
+        .get_credit_account(&consumer)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(account.balance, 0, "the unused $5 went back, not $10");
+    assert_eq!(h.count("CreditRevoked"), 1, "once, though delivered twice");
+
+    // One-time access bought, then disputed and lost: access ends at once.
+    let (status, body) = h
+        .portal(
+            "POST",
+            "/checkout/sessions",
+            Some(buy("disputer", "week-pass", None)),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let session = body["id"].as_str().unwrap().to_string();
+    let sub_id = body["subscription_id"].as_str().unwrap().to_string();
+    let key = body["api_key"].as_str().unwrap().to_string();
+    h.stripe.complete_checkout(&session, Card::Good).unwrap();
+    h.stripe.wait_for_webhooks_idle().await;
+    assert_eq!(
+        h.subscription(&sub_id).await.status,
+        SubscriptionStatus::Active
+    );
+    let payment_intent = h.stripe.object(&session).unwrap()["payment_intent"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let charge = h.stripe.charge_of_payment(&payment_intent).unwrap();
+    // A dispute the provider wins changes nothing.
+    h.stripe
+        .dispute(charge["id"].as_str().unwrap(), false)
+        .unwrap();
+    h.stripe.wait_for_webhooks_idle().await;
+    assert_eq!(
+        h.subscription(&sub_id).await.status,
+        SubscriptionStatus::Active
+    );
+    h.stripe
+        .dispute(charge["id"].as_str().unwrap(), true)
+        .unwrap();
+    h.stripe.wait_for_webhooks_idle().await;
+    assert!(h.stripe.webhook_deliveries().iter().all(|d| d.succeeded()));
+    assert_eq!(
+        h.subscription(&sub_id).await.status,
+        SubscriptionStatus::Canceled
+    );
+    assert_eq!(h.key_gate(&key).await, Some(SubscriptionStatus::Canceled));
+}

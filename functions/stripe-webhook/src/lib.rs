@@ -26,7 +26,8 @@ use serde_json::Value;
 use std::sync::Arc;
 use tollgate_app::Secret;
 use tollgate_app::credit::{
-    CreditPurchase, CreditStore, PurchaseOutcome, apply_credit_purchase, gate_subscription_keys,
+    CreditPurchase, CreditStore, PurchaseOutcome, apply_credit_purchase, apply_credit_reversal,
+    gate_subscription_keys,
 };
 use tollgate_app::error::json_response;
 use tollgate_app::subscriptions::{
@@ -203,6 +204,26 @@ impl Webhook {
                 self.checkout_completed(ev, obj).await?
             }
             "checkout.session.expired" => self.checkout_expired(ev, obj).await?,
+            // The money of a payment went back: a refund (`amount_refunded` is cumulative), or
+            // a dispute the provider lost (https://docs.stripe.com/disputes/how-disputes-work).
+            "charge.refunded" => {
+                let reversal = Reversal {
+                    charge: str_at(obj, &["id"]),
+                    payment_intent: str_at(obj, &["payment_intent"]),
+                    total: obj["amount_refunded"].as_i64(),
+                    whole: obj["refunded"].as_bool() == Some(true),
+                };
+                self.payment_reversed(ev, reversal).await?
+            }
+            "charge.dispute.closed" if str_at(obj, &["status"]).as_deref() == Some("lost") => {
+                let reversal = Reversal {
+                    charge: str_at(obj, &["charge"]),
+                    payment_intent: str_at(obj, &["payment_intent"]),
+                    total: obj["amount"].as_i64(),
+                    whole: true,
+                };
+                self.payment_reversed(ev, reversal).await?
+            }
             "customer.subscription.created"
             | "customer.subscription.updated"
             | "customer.subscription.deleted"
@@ -433,6 +454,102 @@ impl Webhook {
         }
     }
 
+    /// A payment made in a tollgate Checkout Session was reversed (refunded, or lost in a
+    /// dispute). Stripe's advice is to re-read: the session the payment was made in says what
+    /// was sold. Credit: the unused part of it is taken back, once per reversal
+    /// (`tollgate_app::credit::apply_credit_reversal`). One-time access: a whole reversal ends
+    /// it through the transition step (`SubscriptionCanceled`); a partial refund (goodwill)
+    /// keeps it. Subscription-mode payments (invoices) are Stripe Billing's to handle.
+    async fn payment_reversed(
+        &self,
+        ev: &StripeEvent,
+        r: Reversal,
+    ) -> Result<Outcome, WebhookError> {
+        let (Some(charge), Some(payment_intent), Some(total)) =
+            (r.charge, r.payment_intent, r.total)
+        else {
+            return Ok(Outcome::Ignored(
+                "reversal without charge, payment or amount".into(),
+            ));
+        };
+        let Some(meta) = self
+            .payments
+            .checkout_session_of_payment(&payment_intent)
+            .await?
+        else {
+            return Ok(Outcome::Ignored(
+                "payment not made in a tollgate Checkout Session".into(),
+            ));
+        };
+        if meta.contains_key(metadata::CREDIT_AMOUNT) {
+            let Some(consumer) = meta
+                .get(metadata::CONSUMER_ID)
+                .and_then(|c| tollgate_domain::ids::ConsumerId::parse(c.as_str()).ok())
+            else {
+                return Ok(Outcome::Ignored("credit session without consumer".into()));
+            };
+            let out = apply_credit_reversal(
+                &*self.store,
+                &self.catalog,
+                &consumer,
+                &charge,
+                total,
+                self.credit_policy,
+                self.clock.now(),
+            )
+            .await
+            .map_err(|e| WebhookError::Retry(e.to_string()))?;
+            tracing::info!(event = %ev.id, %consumer, %charge, total, taken = -out.applied, "credit reversal");
+            if !out.events.is_empty()
+                && let Err(e) = self.publisher.publish(&out.events).await
+            {
+                tracing::error!(error = %e, count = out.events.len(), "domain events not published");
+            }
+            return Ok(if out.newly_applied {
+                Outcome::Applied
+            } else {
+                Outcome::Duplicate
+            });
+        }
+        let Some(id) = meta
+            .get(metadata::SUBSCRIPTION_ID)
+            .and_then(|s| SubscriptionId::parse(s.as_str()).ok())
+        else {
+            return Ok(Outcome::Ignored(
+                "session names no tollgate purchase".into(),
+            ));
+        };
+        if !r.whole {
+            return Ok(Outcome::Ignored(
+                "partial refund of one-time access: access kept".into(),
+            ));
+        }
+        let id = &id;
+        retry_on_conflict(move || self.access_reversed_step(ev, id)).await
+    }
+
+    /// One attempt of ending one-time access whose payment was reversed.
+    async fn access_reversed_step(
+        &self,
+        ev: &StripeEvent,
+        id: &SubscriptionId,
+    ) -> Result<Attempt<Outcome>, WebhookError> {
+        let Some(mut sub) = self.store.get_subscription(id).await? else {
+            return Ok(Attempt::Done(Outcome::Ignored(format!(
+                "no tollgate subscription {id}"
+            ))));
+        };
+        if sub.status.is_final() {
+            return Ok(Attempt::Done(Outcome::Ignored(format!(
+                "subscription {id} has ended already"
+            ))));
+        }
+        let version = sub.version;
+        let now = self.clock.now();
+        let effects = lifecycle::apply(&mut sub, BillingFact::Ended, now);
+        self.commit_effects(ev, sub, version, effects, now).await
+    }
+
     /// An abandoned Checkout Session (Stripe expires an open one after 24 h, or tollgate's
     /// cancel expired it): its pending subscription ends through the one transition step, so
     /// the key minted with it can never work and the portal stops showing it as pending.
@@ -606,6 +723,15 @@ fn id_at(v: &Value, field: &str) -> Option<String> {
 }
 
 /// The tollgate subscription named in an object's metadata.
+/// What a reversal event says: the charge, its payment, the total reversed so far (minor
+/// units) and whether that is the whole payment.
+struct Reversal {
+    charge: Option<String>,
+    payment_intent: Option<String>,
+    total: Option<i64>,
+    whole: bool,
+}
+
 fn tollgate_id(obj: &Value) -> Option<SubscriptionId> {
     str_at(obj, &["metadata", metadata::SUBSCRIPTION_ID])
         .and_then(|s| SubscriptionId::parse(s).ok())

@@ -284,6 +284,70 @@ pub async fn apply_credit_adjustment(
     }
 }
 
+/// Takes back the unused part of a credit purchase whose payment Stripe reversed: `charge`
+/// (`ch_...`) has now been reversed by `reversed_total` minor units in all (its
+/// `amount_refunded`, or a lost dispute's amount). Applied once per (charge, total): a
+/// re-delivered event changes nothing, and the account item remembers each charge's total so
+/// reversals arriving in any order take back exactly the new part, never below the floor.
+/// The movement `(consumer, reversal, "{charge}:{total}")`, the account and the prepaid keys'
+/// 402 gates are one transaction. Returns what was taken (≤ 0), the balance, and the events
+/// to publish (`CreditRevoked`, and the alerts it crosses).
+pub async fn apply_credit_reversal(
+    store: &(impl CreditStore + ?Sized),
+    catalog: &Catalog,
+    consumer: &ConsumerId,
+    charge: &str,
+    reversed_total: MinorUnits,
+    policy: CreditPolicy,
+    now: Timestamp,
+) -> Result<AdjustmentOutcome, CreditError> {
+    if reversed_total <= 0 {
+        return Err(CreditError::NotPositive(reversed_total));
+    }
+    let id = format!("{charge}:{reversed_total}");
+    let change = CreditChange {
+        consumer_id: consumer,
+        reason: CreditReason::Reversal,
+        id: &id,
+        requested: Some(-reversed_total),
+        note: None,
+    };
+    let outcome = commit_credit_change(store, catalog, &change, now, |account| {
+        let r = account.reverse(charge, reversed_total, policy, now);
+        let mut events = r.events;
+        events.insert(
+            0,
+            DomainEvent::CreditRevoked {
+                consumer_id: consumer.clone(),
+                amount: -r.applied,
+                balance: account.balance,
+                charge: charge.to_string(),
+                at: now,
+            },
+        );
+        (r.applied, r.is_blocked, events)
+    })
+    .await?;
+    Ok(match outcome {
+        Committed::Applied {
+            applied,
+            balance,
+            events,
+        } => AdjustmentOutcome {
+            applied,
+            balance,
+            newly_applied: true,
+            events,
+        },
+        Committed::AlreadyApplied { movement, balance } => AdjustmentOutcome {
+            applied: movement.map_or(0, |m| m.amount),
+            balance,
+            newly_applied: false,
+            events: Vec::new(),
+        },
+    })
+}
+
 /// One change of a consumer's credit, recorded as the movement `(consumer, reason, id)`.
 struct CreditChange<'a> {
     consumer_id: &'a ConsumerId,

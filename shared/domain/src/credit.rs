@@ -56,6 +56,10 @@ pub struct CreditAccount {
     /// Net of the operator's adjustments (grants minus deductions).
     #[serde(default)]
     pub adjusted: MinorUnits,
+    /// Per Stripe charge of a credit purchase: how much of it Stripe has reversed so far
+    /// (refunds, lost disputes), so each reversal is taken back once, in any order.
+    #[serde(default)]
+    pub reversed: BTreeMap<String, MinorUnits>,
     /// Units already priced, per `{subscription}:{price key}` (the cumulative `u` above).
     #[serde(default)]
     pub priced_units: BTreeMap<String, u64>,
@@ -107,6 +111,7 @@ impl CreditAccount {
             drawn: 0,
             uncovered: 0,
             adjusted: 0,
+            reversed: BTreeMap::new(),
             priced_units: BTreeMap::new(),
             low_alerted: false,
             depleted_alerted: false,
@@ -214,6 +219,37 @@ impl CreditAccount {
         } else {
             self.alerts(policy, now)
         };
+        Adjustment {
+            applied,
+            was_blocked,
+            is_blocked: self.is_blocked(),
+            events,
+        }
+    }
+
+    /// Stripe has now reversed `reversed_total` (minor units, cumulative: a charge's
+    /// `amount_refunded`, or a lost dispute's amount) of the credit purchase paid by `charge`.
+    /// What is new since the last reversal recorded for that charge is taken back from the
+    /// balance as far as it is unused: never below `policy.floor` (credit already spent on
+    /// usage cannot be taken back). A reversal seen again, or an older one arriving late,
+    /// takes nothing. Fires the alerts it crosses, like usage.
+    pub fn reverse(
+        &mut self,
+        charge: &str,
+        reversed_total: MinorUnits,
+        policy: CreditPolicy,
+        now: Timestamp,
+    ) -> Adjustment {
+        let was_blocked = self.is_blocked();
+        let before = self.reversed.get(charge).copied().unwrap_or(0);
+        let new = (reversed_total - before).max(0);
+        self.reversed
+            .insert(charge.to_string(), before.max(reversed_total));
+        let applied = -new.min((self.balance - policy.floor).max(0));
+        self.balance += applied;
+        self.purchased += applied;
+        self.updated_at = now;
+        let events = self.alerts(policy, now);
         Adjustment {
             applied,
             was_blocked,
@@ -483,5 +519,29 @@ mod tests {
         // A grant above the low line re-arms both alerts.
         acct.adjust(1_000, POLICY, now());
         assert!(!acct.low_alerted && !acct.depleted_alerted);
+    }
+
+    #[test]
+    fn a_reversal_takes_back_the_unused_part_once_in_any_order() {
+        let consumer = ConsumerId::parse("c1").unwrap();
+        let mut acct = CreditAccount::open(consumer, now());
+        acct.top_up(1000, POLICY, now());
+        let c = catalog();
+        let sub = SubscriptionId::parse("sub_1").unwrap();
+        let p = c.product("cent").unwrap();
+        acct.draw(&prepaid_usage(p, &sub, |_| 500), POLICY, now())
+            .unwrap();
+        // Half used; the whole $10 is refunded: the unused $5 goes, once.
+        let r = acct.reverse("ch_1", 1000, POLICY, now());
+        assert_eq!((r.applied, acct.balance), (-500, 0));
+        assert!(r.is_blocked);
+        let again = acct.reverse("ch_1", 1000, POLICY, now());
+        assert_eq!((again.applied, acct.balance), (0, 0));
+        // Partial refunds arriving out of order: the larger total first, the smaller later.
+        acct.top_up(1000, POLICY, now());
+        assert_eq!(acct.reverse("ch_2", 600, POLICY, now()).applied, -600);
+        assert_eq!(acct.reverse("ch_2", 300, POLICY, now()).applied, 0);
+        assert_eq!(acct.reverse("ch_2", 1000, POLICY, now()).applied, -400);
+        assert_eq!(acct.balance, 0);
     }
 }

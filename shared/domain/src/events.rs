@@ -41,6 +41,17 @@ pub enum DomainEvent {
         threshold: MinorUnits,
         at: Timestamp,
     },
+    /// Credit bought and not yet used was taken back: Stripe refunded its payment, or the
+    /// consumer's bank reversed it in a lost dispute. `amount` is what the balance lost
+    /// (minor units, ≥ 0: credit already used cannot be taken back).
+    CreditRevoked {
+        consumer_id: ConsumerId,
+        amount: MinorUnits,
+        balance: MinorUnits,
+        /// The Stripe charge whose money went back.
+        charge: String,
+        at: Timestamp,
+    },
     /// Prepaid balance reached zero (or the floor): calls now get HTTP 402.
     CreditsDepleted {
         consumer_id: ConsumerId,
@@ -71,6 +82,7 @@ impl DomainEvent {
             DomainEvent::QuotaThreshold { .. } => "QuotaThreshold",
             DomainEvent::CreditsLow { .. } => "CreditsLow",
             DomainEvent::CreditsDepleted { .. } => "CreditsDepleted",
+            DomainEvent::CreditRevoked { .. } => "CreditRevoked",
         }
     }
 }

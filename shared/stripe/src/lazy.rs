@@ -130,6 +130,15 @@ impl Payments for LazyPayments {
     async fn expire_checkout_session(&self, id: &StripeId) -> PaymentsResult<bool> {
         self.adapter().await?.expire_checkout_session(id).await
     }
+    async fn checkout_session_of_payment(
+        &self,
+        payment_intent: &str,
+    ) -> PaymentsResult<Option<std::collections::BTreeMap<String, String>>> {
+        self.adapter()
+            .await?
+            .checkout_session_of_payment(payment_intent)
+            .await
+    }
     async fn report_meter_event(&self, event: &MeterEvent) -> PaymentsResult<()> {
         self.adapter().await?.report_meter_event(event).await
     }

@@ -13,7 +13,8 @@ use stripe_checkout::checkout_session::{
     CreateCheckoutSession, CreateCheckoutSessionInvoiceCreation,
     CreateCheckoutSessionInvoiceCreationInvoiceData, CreateCheckoutSessionLineItems,
     CreateCheckoutSessionLineItemsPriceData, CreateCheckoutSessionPaymentIntentData,
-    CreateCheckoutSessionSubscriptionData, ExpireCheckoutSession, RetrieveCheckoutSession,
+    CreateCheckoutSessionSubscriptionData, ExpireCheckoutSession, ListCheckoutSession,
+    RetrieveCheckoutSession,
 };
 use stripe_core::customer::{CreateCustomer, SearchCustomer, UpdateCustomer};
 use stripe_core::customer_balance_transaction::CreateCustomerCustomerBalanceTransaction;
@@ -296,6 +297,25 @@ impl Payments for StripeAdapter {
             )
             .await?;
         snapshot(sub)
+    }
+
+    async fn checkout_session_of_payment(
+        &self,
+        payment_intent: &str,
+    ) -> PaymentsResult<Option<BTreeMap<String, String>>> {
+        let list = self
+            .client
+            .get(
+                &ListCheckoutSession::new()
+                    .payment_intent(payment_intent)
+                    .limit(1),
+            )
+            .await?;
+        Ok(list
+            .data
+            .into_iter()
+            .next()
+            .map(|s| s.metadata.unwrap_or_default().into_iter().collect()))
     }
 
     async fn expire_checkout_session(&self, id: &StripeId) -> PaymentsResult<bool> {

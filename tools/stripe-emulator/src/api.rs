@@ -121,9 +121,17 @@ impl State {
             ("POST", ["billing", "meter_events"]) => self.create_meter_event(p),
 
             ("POST", ["checkout", "sessions"]) => self.create_session(p),
+            ("POST", ["refunds"]) => {
+                let charge = p.opt_str("charge")?;
+                let payment_intent = p.opt_str("payment_intent")?;
+                let amount = p.opt_i64("amount")?;
+                self.create_refund(charge.as_deref(), payment_intent.as_deref(), amount)
+            }
+            ("GET", ["charges", id]) => self.retrieve(&self.charges, "charge", id),
             ("GET", ["checkout", "sessions"]) => {
                 self.list(&self.sessions, "/v1/checkout/sessions", p, |x, p| {
                     p.filter_matches("customer", &x["customer"])
+                        && p.filter_matches("payment_intent", &x["payment_intent"])
                         && p.filter_matches("subscription", &x["subscription"])
                         && p.filter_matches("status", &x["status"])
                 })
@@ -1326,7 +1334,9 @@ fn get_params(segs: &[&str]) -> &'static [&'static str] {
         ["billing", "meters", _, "event_summaries"] => {
             with_page!("customer", "start_time", "end_time")
         }
-        ["checkout", "sessions"] => with_page!("customer", "status", "subscription"),
+        ["checkout", "sessions"] => {
+            with_page!("customer", "payment_intent", "status", "subscription")
+        }
         ["checkout", "sessions", _, "line_items"] => with_page!(),
         ["subscriptions"] => with_page!("customer", "price", "status"),
         ["subscription_items"] => with_page!("subscription"),
@@ -1658,6 +1668,14 @@ fn allowed_params(method: &str, segs: &[&str]) -> Option<&'static [&'static str]
         }
         ("POST", ["checkout", "sessions"]) => SESSION,
         ("POST", ["checkout", "sessions", _, "expire"]) => &["expand"],
+        ("POST", ["refunds"]) => &[
+            "amount",
+            "charge",
+            "expand",
+            "metadata",
+            "payment_intent",
+            "reason",
+        ],
         ("POST", ["subscriptions", _]) => SUBSCRIPTION_UPDATE,
         ("POST", ["subscription_items", _]) => &[
             "billing_thresholds",

@@ -718,8 +718,10 @@ impl State {
                 "no_payment_required"
             });
         } else {
-            s["payment_intent"] = json!(new_id("pi"));
+            let payment_intent = new_id("pi");
+            s["payment_intent"] = json!(payment_intent);
             s["payment_status"] = json!("paid");
+            self.record_charge(&payment_intent, &customer_id, amount, &s["currency"]);
             if session["invoice_creation"]["enabled"] == true {
                 let inv_id = new_id("in");
                 let lines: Vec<Value> = items
@@ -746,6 +748,105 @@ impl State {
         self.sessions.insert(session_id, s.clone());
         self.emit("checkout.session.completed", s.clone(), None);
         Ok(s)
+    }
+}
+
+impl State {
+    /// The charge a payment-mode Checkout payment made (the object refunds and disputes act
+    /// on; https://docs.stripe.com/api/charges/object).
+    fn record_charge(
+        &mut self,
+        payment_intent: &str,
+        customer: &str,
+        amount: i64,
+        currency: &Value,
+    ) {
+        let id = new_id("ch");
+        let charge = json!({
+            "id": id, "object": "charge", "amount": amount, "amount_captured": amount,
+            "amount_refunded": 0, "balance_transaction": null, "captured": true,
+            "created": self.now, "currency": currency, "customer": customer,
+            "description": null, "disputed": false, "failure_code": null,
+            "failure_message": null, "invoice": null, "livemode": false, "metadata": {},
+            "paid": true, "payment_intent": payment_intent, "receipt_url": null,
+            "refunded": false, "status": "succeeded"
+        });
+        self.charges.insert(&id, charge);
+    }
+
+    fn charge_of(&self, charge: Option<&str>, payment_intent: Option<&str>) -> ApiResult<Value> {
+        match (charge, payment_intent) {
+            (Some(id), _) => self
+                .charges
+                .get(id)
+                .cloned()
+                .ok_or_else(|| ApiError::no_such("charge", id, "charge")),
+            (None, Some(pi)) => self
+                .charges
+                .newest_first()
+                .find(|c| c["payment_intent"] == pi)
+                .cloned()
+                .ok_or_else(|| ApiError::no_such("payment_intent", pi, "payment_intent")),
+            (None, None) => Err(ApiError::invalid(
+                "charge",
+                "One of `charge` or `payment_intent` is required.",
+            )),
+        }
+    }
+
+    /// `POST /v1/refunds`: all or part of what is left of a charge goes back to the customer;
+    /// the charge's `amount_refunded` grows and `charge.refunded` is sent with it
+    /// (https://docs.stripe.com/api/refunds/create, https://docs.stripe.com/refunds).
+    pub fn create_refund(
+        &mut self,
+        charge: Option<&str>,
+        payment_intent: Option<&str>,
+        amount: Option<i64>,
+    ) -> ApiResult<Value> {
+        let mut c = self.charge_of(charge, payment_intent)?;
+        let left = c["amount"].as_i64().unwrap_or(0) - c["amount_refunded"].as_i64().unwrap_or(0);
+        let amount = amount.unwrap_or(left);
+        if amount <= 0 || amount > left {
+            return Err(ApiError::invalid(
+                "amount",
+                format!(
+                    "Refund amount ({amount}) is greater than unrefunded amount on charge ({left})"
+                ),
+            )
+            .with_code("amount_too_large"));
+        }
+        let charge_id = c["id"].as_str().unwrap_or_default().to_string();
+        let refunded = c["amount_refunded"].as_i64().unwrap_or(0) + amount;
+        c["amount_refunded"] = json!(refunded);
+        c["refunded"] = json!(refunded == c["amount"].as_i64().unwrap_or(0));
+        self.charges.insert(&charge_id, c.clone());
+        let id = new_id("re");
+        let refund = json!({
+            "id": id, "object": "refund", "amount": amount, "balance_transaction": null,
+            "charge": charge_id, "created": self.now, "currency": c["currency"],
+            "metadata": {}, "payment_intent": c["payment_intent"], "reason": null,
+            "receipt_number": null, "status": "succeeded"
+        });
+        self.refunds.insert(&id, refund.clone());
+        self.emit("charge.refunded", c, None);
+        Ok(refund)
+    }
+
+    /// See [`crate::RunningEmulator::dispute`].
+    pub fn dispute(&mut self, charge: &str, lost: bool) -> ApiResult<Value> {
+        let mut c = self.charge_of(Some(charge), None)?;
+        c["disputed"] = json!(true);
+        self.charges.insert(charge, c.clone());
+        let mut dispute = json!({
+            "id": new_id("dp"), "object": "dispute", "amount": c["amount"], "charge": charge,
+            "created": self.now, "currency": c["currency"], "livemode": false, "metadata": {},
+            "payment_intent": c["payment_intent"], "reason": "fraudulent",
+            "status": "needs_response"
+        });
+        self.emit("charge.dispute.created", dispute.clone(), None);
+        dispute["status"] = json!(if lost { "lost" } else { "won" });
+        self.emit("charge.dispute.closed", dispute.clone(), None);
+        Ok(dispute)
     }
 }
 

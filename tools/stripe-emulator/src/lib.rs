@@ -85,6 +85,8 @@ impl Emulator {
             subscriptions: Table::default(),
             invoices: Table::default(),
             balance_txns: Table::default(),
+            charges: Table::default(),
+            refunds: Table::default(),
             events: Table::default(),
             session_items: HashMap::new(),
             session_subscription_metadata: HashMap::new(),
@@ -227,6 +229,22 @@ impl RunningEmulator {
     /// Acts as the customer on the hosted page. Returns the completed session.
     pub fn complete_checkout(&self, session_id: &str, card: Card) -> Result<Value, ApiError> {
         self.state().complete_checkout(session_id, card)
+    }
+
+    /// The charge a payment (`pi_...`, a Checkout Session's `payment_intent`) made.
+    pub fn charge_of_payment(&self, payment_intent: &str) -> Option<Value> {
+        self.state()
+            .charges
+            .newest_first()
+            .find(|c| c["payment_intent"] == payment_intent)
+            .cloned()
+    }
+
+    /// The customer disputes `charge` with their bank, and the bank decides: Stripe sends
+    /// `charge.dispute.created`, then `charge.dispute.closed` with `status` `lost` (the money
+    /// goes back to the customer) or `won` (https://docs.stripe.com/disputes/how-disputes-work).
+    pub fn dispute(&self, charge: &str, lost: bool) -> Result<Value, ApiError> {
+        self.state().dispute(charge, lost)
     }
 
     /// Switches the card future payments of `customer` are made with.

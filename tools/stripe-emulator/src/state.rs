@@ -206,6 +206,9 @@ pub struct State {
     pub subscriptions: Table,
     pub invoices: Table,
     pub balance_txns: Table,
+    /// Charges of payment-mode Checkout payments (the ones refunds and disputes act on).
+    pub charges: Table,
+    pub refunds: Table,
     pub events: Table,
     pub session_items: HashMap<String, Vec<Value>>,
     pub session_subscription_metadata: HashMap<String, Value>,
@@ -265,6 +268,8 @@ impl State {
             "cs" => Some(&self.sessions),
             "mtr" => Some(&self.meters),
             "cbtxn" => Some(&self.balance_txns),
+            "ch" => Some(&self.charges),
+            "re" => Some(&self.refunds),
             "si" => return self.subscription_item(id),
             _ => None,
         };

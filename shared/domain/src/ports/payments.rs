@@ -443,6 +443,15 @@ pub trait Payments: Send + Sync {
     /// expired already) answers `Ok(false)`.
     async fn expire_checkout_session(&self, id: &StripeId) -> PaymentsResult<bool>;
     async fn report_meter_event(&self, event: &MeterEvent) -> PaymentsResult<()>;
+    /// The metadata of the Checkout Session a payment (PaymentIntent `pi_...`) was made in, or
+    /// `None` when no session made it: how a refund or a dispute of a charge is traced back to
+    /// what tollgate sold (a credit pack, one-time access). Stripe's advice for webhooks is to
+    /// re-read the object; the session list filters by `payment_intent`
+    /// (https://docs.stripe.com/api/checkout/sessions/list).
+    async fn checkout_session_of_payment(
+        &self,
+        payment_intent: &str,
+    ) -> PaymentsResult<Option<BTreeMap<String, String>>>;
     /// Returns the id of the customer balance transaction.
     async fn add_customer_credit(&self, credit: &CustomerCredit) -> PaymentsResult<StripeId>;
 }

@@ -98,6 +98,9 @@ pub enum CreditReason {
     Usage,
     /// An operator's correction.
     Adjustment,
+    /// Credit taken back because Stripe refunded its payment or a bank reversed it in a lost
+    /// dispute (id: `{charge}:{total reversed}`).
+    Reversal,
 }
 
 impl CreditReason {
@@ -106,6 +109,7 @@ impl CreditReason {
             CreditReason::Purchase => "purchase",
             CreditReason::Usage => "usage",
             CreditReason::Adjustment => "adjustment",
+            CreditReason::Reversal => "reversal",
         }
     }
 }

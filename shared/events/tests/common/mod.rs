@@ -57,6 +57,13 @@ pub fn one_of_each() -> Vec<DomainEvent> {
             balance: -1,
             at: at(9, 11),
         },
+        DomainEvent::CreditRevoked {
+            consumer_id: ConsumerId::parse("consumer-10").unwrap(),
+            amount: 500,
+            balance: 0,
+            charge: "ch_0010".into(),
+            at: at(10, 12),
+        },
     ];
     for e in &events {
         match e {
@@ -68,7 +75,8 @@ pub fn one_of_each() -> Vec<DomainEvent> {
             | DomainEvent::ApiKeyIssued { .. }
             | DomainEvent::QuotaThreshold { .. }
             | DomainEvent::CreditsLow { .. }
-            | DomainEvent::CreditsDepleted { .. } => {}
+            | DomainEvent::CreditsDepleted { .. }
+            | DomainEvent::CreditRevoked { .. } => {}
         }
     }
     events
