@@ -525,23 +525,27 @@ impl Webhook {
             ));
         }
         let id = &id;
-        retry_on_conflict(move || self.access_reversed_step(ev, id)).await
+        let keep = |s: &Subscription| s.status.is_final().then(|| "has ended already".into());
+        retry_on_conflict(move || self.end_step(ev, id, keep)).await
     }
 
-    /// One attempt of ending one-time access whose payment was reversed.
-    async fn access_reversed_step(
+    /// One attempt of ending subscription `id` (`canceled`, through the transition step with
+    /// the event's claim), unless `keep` gives a reason to leave it as it is.
+    async fn end_step(
         &self,
         ev: &StripeEvent,
         id: &SubscriptionId,
+        keep: fn(&Subscription) -> Option<String>,
     ) -> Result<Attempt<Outcome>, WebhookError> {
         let Some(mut sub) = self.store.get_subscription(id).await? else {
+            // A credit purchase's session names no stored subscription: nothing to end.
             return Ok(Attempt::Done(Outcome::Ignored(format!(
                 "no tollgate subscription {id}"
             ))));
         };
-        if sub.status.is_final() {
+        if let Some(why) = keep(&sub) {
             return Ok(Attempt::Done(Outcome::Ignored(format!(
-                "subscription {id} has ended already"
+                "subscription {id} {why}"
             ))));
         }
         let version = sub.version;
@@ -568,31 +572,11 @@ impl Webhook {
             ));
         };
         let id = &id;
-        retry_on_conflict(move || self.checkout_expired_step(ev, id)).await
-    }
-
-    /// One attempt of [`Self::checkout_expired`].
-    async fn checkout_expired_step(
-        &self,
-        ev: &StripeEvent,
-        id: &SubscriptionId,
-    ) -> Result<Attempt<Outcome>, WebhookError> {
-        let Some(mut sub) = self.store.get_subscription(id).await? else {
-            // A credit purchase's session names no stored subscription: nothing to end.
-            return Ok(Attempt::Done(Outcome::Ignored(format!(
-                "no tollgate subscription {id}"
-            ))));
+        let keep = |s: &Subscription| {
+            (s.status != tollgate_domain::subscription::SubscriptionStatus::Pending)
+                .then(|| format!("is {}, not pending", s.status.as_str()))
         };
-        if sub.status != tollgate_domain::subscription::SubscriptionStatus::Pending {
-            return Ok(Attempt::Done(Outcome::Ignored(format!(
-                "subscription {id} is {}, not pending",
-                sub.status.as_str()
-            ))));
-        }
-        let version = sub.version;
-        let now = self.clock.now();
-        let effects = lifecycle::apply(&mut sub, BillingFact::Ended, now);
-        self.commit_effects(ev, sub, version, effects, now).await
+        retry_on_conflict(move || self.end_step(ev, id, keep)).await
     }
 
     /// A paid one-time product: access from now, until the product's access end.
