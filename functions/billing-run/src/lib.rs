@@ -512,16 +512,7 @@ impl BillingRun {
             let id = sub.id.clone();
             let id_ref = &id;
             let result = retry_on_conflict(move || self.expire_step(id_ref, now)).await;
-            match result {
-                Ok(true) => ctx.summary.lock().expect("summary").expired.push(id),
-                Ok(false) => {}
-                Err(e) => ctx
-                    .summary
-                    .lock()
-                    .expect("summary")
-                    .failed
-                    .push(e.failure(&id)),
-            }
+            ctx.record(result, id, |s| &mut s.expired);
         }
         Ok(())
     }
@@ -572,16 +563,8 @@ impl BillingRun {
                 ctx.summary.lock().expect("summary").deferred += 1;
                 continue;
             }
-            match self.reconcile_one(&sub.id, now, ctx).await {
-                Ok(true) => ctx.summary.lock().expect("summary").reconciled.push(sub.id),
-                Ok(false) => {}
-                Err(e) => ctx
-                    .summary
-                    .lock()
-                    .expect("summary")
-                    .failed
-                    .push(e.failure(&sub.id)),
-            }
+            let result = self.reconcile_one(&sub.id, now, ctx).await;
+            ctx.record(result, sub.id, |s| &mut s.reconciled);
         }
         Ok(())
     }
@@ -703,6 +686,21 @@ impl Ctx<'_> {
     fn near_deadline(&self, margin: std::time::Duration) -> bool {
         self.deadline
             .is_some_and(|d| SystemTime::now() + margin >= d)
+    }
+    /// The summary line of one subscription's step: listed in `done` when it changed
+    /// something, in `failed` (with whether a retry can help) when it could not.
+    fn record(
+        &self,
+        result: Result<bool, StepError>,
+        sub: SubscriptionId,
+        done: impl FnOnce(&mut RunSummary) -> &mut Vec<SubscriptionId>,
+    ) {
+        let mut summary = self.summary.lock().expect("summary");
+        match result {
+            Ok(true) => done(&mut summary).push(sub),
+            Ok(false) => {}
+            Err(e) => summary.failed.push(e.failure(&sub)),
+        }
     }
     fn fail(&self, sub: &SubscriptionId, meter: Option<&MeterId>, error: &str, retryable: bool) {
         self.summary

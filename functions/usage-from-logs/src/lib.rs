@@ -320,7 +320,6 @@ pub enum FromLogsError {
 mod service {
     use super::*;
     use aws_lambda_events::cloudwatch_logs::LogsEvent;
-    use futures::future::join_all;
     use lambda_runtime::LambdaEvent;
     use std::collections::BTreeMap;
     use std::sync::Arc;
@@ -420,22 +419,20 @@ mod service {
             &self,
             chunk: &Chunk,
         ) -> Result<BTreeMap<String, Option<Subscription>>, StoreError> {
-            let ids: BTreeSet<&str> = chunk
+            let ids: BTreeSet<SubscriptionId> = chunk
                 .lines
                 .iter()
                 .filter_map(|(_, l)| l.subscription_id.as_deref())
+                .filter_map(|id| SubscriptionId::parse(id).ok())
                 .collect();
-            let reads = join_all(ids.iter().map(|id| async move {
-                match SubscriptionId::parse(*id) {
-                    Ok(sid) => self.store.get_subscription(&sid).await,
-                    Err(_) => Ok(None),
-                }
-            }))
-            .await;
-            ids.into_iter()
-                .zip(reads)
-                .map(|(id, r)| r.map(|s| (id.to_string(), s)))
-                .collect()
+            // One batch read (BatchGetItem in DynamoDB), not a GetItem per subscription.
+            let ids: Vec<SubscriptionId> = ids.into_iter().collect();
+            let mut found: BTreeMap<String, Option<Subscription>> =
+                ids.iter().map(|id| (id.to_string(), None)).collect();
+            for sub in self.store.get_subscriptions(&ids).await? {
+                found.insert(sub.id.to_string(), Some(sub));
+            }
+            Ok(found)
         }
 
         async fn send(&self, chunk: &Chunk, summary: &mut Summary) -> Result<(), FromLogsError> {

@@ -294,6 +294,11 @@ impl PriceComponent {
                 | PriceComponent::TieredPerSeat { .. }
         )
     }
+    /// Whether `seats` lies in this seat price's bounds (`None` when it is not a seat price).
+    pub fn seats_allowed(&self, seats: u32) -> Option<bool> {
+        self.seat_bounds()
+            .map(|(min, max)| seats >= min && max.is_none_or(|m| seats <= m))
+    }
     /// `(min_seats, max_seats)` of a price on the seat count (quantity = seats).
     pub fn seat_bounds(&self) -> Option<(u32, Option<u32>)> {
         match self {

@@ -518,13 +518,12 @@ fn seat_line(
     let key = component.key().clone();
     let (min, max) = component.seat_bounds().unwrap_or((1, None));
     let seats = seats.unwrap_or(min);
-    let max = max.unwrap_or(u32::MAX);
-    if seats < min || seats > max {
+    if component.seats_allowed(seats) == Some(false) {
         return Err(PricingError::SeatsOutOfRange {
             key,
             seats,
             min,
-            max,
+            max: max.unwrap_or(u32::MAX),
         });
     }
     let priced = price(u64::from(seats))?;

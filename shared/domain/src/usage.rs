@@ -609,9 +609,7 @@ pub fn admit(
         }
     }
     let product = product.ok_or(Rejection::UnknownSubscription)?;
-    let uses = product.metered().any(|p| p.meter() == Some(meter))
-        || product.quota.as_ref().is_some_and(|q| &q.meter == meter);
-    if uses {
+    if product.uses_meter(meter) {
         Ok(())
     } else {
         Err(Rejection::MeterNotInProduct)

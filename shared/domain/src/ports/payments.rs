@@ -241,22 +241,13 @@ pub fn checkout_line_items(
         };
         let quantity = match component {
             PriceComponent::Flat { .. } | PriceComponent::OneTime { .. } => Some(1),
-            PriceComponent::PerSeat {
-                min_seats,
-                max_seats,
-                ..
-            }
-            | PriceComponent::TieredPerSeat {
-                min_seats,
-                max_seats,
-                ..
-            } => {
+            PriceComponent::PerSeat { .. } | PriceComponent::TieredPerSeat { .. } => {
                 let n = seats.ok_or(CheckoutError::SeatsRequired)?;
-                let max = max_seats.unwrap_or(u32::MAX);
-                if n < *min_seats || n > max {
+                if component.seats_allowed(n) == Some(false) {
+                    let (min, max) = component.seat_bounds().unwrap_or((1, None));
                     return Err(CheckoutError::SeatsOutOfRange {
-                        min: *min_seats,
-                        max,
+                        min,
+                        max: max.unwrap_or(u32::MAX),
                     });
                 }
                 Some(u64::from(n))
