@@ -18,6 +18,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 use tollgate_domain::ids::{ApiKeyHash, ConsumerId, MeterId, StripeId, SubscriptionId};
 use tollgate_domain::ports::{
@@ -25,7 +26,7 @@ use tollgate_domain::ports::{
     StoreError, StoreResult, UsageBucket, UsageBucketKey, Write,
 };
 use tollgate_domain::subscription::Subscription;
-use tollgate_domain::time::{Timestamp, Utc};
+use tollgate_domain::time::{Clock, SystemClock, Timestamp};
 use write::{Action, Item, s};
 
 pub use write::{MAX_TRANSACTION_BYTES, MAX_TRANSACTION_ITEMS};
@@ -34,10 +35,23 @@ pub use write::{MAX_TRANSACTION_BYTES, MAX_TRANSACTION_ITEMS};
 pub const TABLE_NAME_ENV: &str = "TABLE_NAME";
 
 /// The DynamoDB store. Cheap to clone; build it once per process (Lambda init) and share it.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct DynamoStore {
     client: Client,
     table: String,
+    /// "Now" for claim expiry: a claim is live while its `expires_at` (set by the caller from
+    /// the same clock the caller runs on) is not past. The system clock in AWS; the local
+    /// stack, whose clock is the Stripe emulator's and may start in the past, passes that one,
+    /// or every claim it writes would look expired at once and re-sends would count again.
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for DynamoStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DynamoStore")
+            .field("table", &self.table)
+            .finish_non_exhaustive()
+    }
 }
 
 impl DynamoStore {
@@ -64,7 +78,14 @@ impl DynamoStore {
         Self {
             client,
             table: table_name.into(),
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// The same store judging claim expiry by `clock` (see the field's comment).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     pub fn from_conf(sdk_config: &aws_config::SdkConfig, table_name: impl Into<String>) -> Self {
@@ -359,7 +380,7 @@ impl Store for DynamoStore {
         if writes.is_empty() {
             return Ok(());
         }
-        let mut ops = write::plan(writes, Utc::now())?;
+        let mut ops = write::plan(writes, self.clock.now())?;
         if ops.len() == 1 {
             let op = ops.pop().expect("one op");
             return self.single(op).await;
@@ -381,7 +402,7 @@ impl Store for DynamoStore {
 
     async fn is_claimed(&self, scope: ClaimScope, id: &str) -> StoreResult<bool> {
         let claim: Option<ClaimItem> = self.get(keys::claim(scope, id)).await?;
-        Ok(claim.is_some_and(|c| c.expires_at >= Utc::now().timestamp()))
+        Ok(claim.is_some_and(|c| c.expires_at >= self.clock.now().timestamp()))
     }
 
     async fn claim_digest(
@@ -391,7 +412,7 @@ impl Store for DynamoStore {
     ) -> StoreResult<Option<Option<String>>> {
         let claim: Option<ClaimItem> = self.get(keys::claim(scope, id)).await?;
         Ok(claim
-            .filter(|c| c.expires_at >= Utc::now().timestamp())
+            .filter(|c| c.expires_at >= self.clock.now().timestamp())
             .map(|c| c.digest))
     }
 

@@ -226,13 +226,6 @@ impl LocalStack {
         tollgate_testkit::dynamo::create_table(&client, &opts.table_name, &table)
             .await
             .map_err(|e| anyhow::anyhow!(e))?;
-        let store = DynamoStore::new(client, opts.table_name.clone());
-        let store_of = |function: &str| -> Arc<DynamoStore> {
-            Arc::new(match &opts.dynamodb_calls {
-                Some(log) => log.store(&dynamodb_endpoint, &opts.table_name, function),
-                None => store.clone(),
-            })
-        };
 
         let capture = Arc::new(EventBridgeCapture::start().await);
         let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
@@ -287,6 +280,16 @@ impl LocalStack {
             .context("catalog sync into the emulator failed")?;
 
         let clock = Arc::new(EmulatorClock(emulator.clone()));
+        // The stack's clock may start in the past: the store judges claim expiry by it too.
+        let store = DynamoStore::new(client, opts.table_name.clone()).with_clock(clock.clone());
+        let store_of = |function: &str| -> Arc<DynamoStore> {
+            Arc::new(match &opts.dynamodb_calls {
+                Some(log) => log
+                    .store(&dynamodb_endpoint, &opts.table_name, function)
+                    .with_clock(clock.clone()),
+                None => store.clone(),
+            })
+        };
         let checkout = Checkout {
             store: store_of("checkout"),
             payments: payments.clone(),
